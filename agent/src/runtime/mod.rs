@@ -1,0 +1,136 @@
+//! The runtime seam: everything the agent needs from a container runtime, as a
+//! trait, so the reconciler can be tested with a fake. The only implementation
+//! that touches a host is [`containerd::ContainerdRuntime`].
+//!
+//! **Architecture Invariant:** only `agent::runtime` talks to containerd.
+
+pub mod containerd;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+/// Label keys the agent puts on every containerd container it creates; after a
+/// restart the agent rebuilds its observed state from these alone.
+pub const LABEL_TASK_ARN: &str = "com.amazonaws.ecs.task-arn";
+pub const LABEL_CONTAINER_NAME: &str = "com.amazonaws.ecs.container-name";
+pub const LABEL_CLUSTER: &str = "com.amazonaws.ecs.cluster";
+pub const LABEL_TASK_FAMILY: &str = "com.amazonaws.ecs.task-definition-family";
+pub const LABEL_TASK_REVISION: &str = "com.amazonaws.ecs.task-definition-version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image could not be pulled (unknown repository or tag, registry
+    /// unreachable, auth refused, bad manifest). The message names the image.
+    #[error("CannotPullContainerError: {0}")]
+    Pull(String),
+    /// The container could not be created (bad spec, snapshot failure, ...).
+    #[error("CannotCreateContainerError: {0}")]
+    Create(String),
+    /// The container could not be started (runc refused, missing binary, ...).
+    #[error("CannotStartContainerError: {0}")]
+    Start(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("containerd: {0}")]
+    Containerd(String),
+}
+
+/// Registry access the operator configured.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// `host:port` entries that are reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Basic-auth credentials by registry `host[:port]`.
+    pub auth: BTreeMap<String, (String, String)>,
+}
+
+/// What a pulled image contributes to a container's process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageConfig {
+    /// Manifest digest (`sha256:...`) the image resolved to.
+    pub digest: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// How the container's network namespace is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkNamespace {
+    /// Share the host's namespace (`host` mode).
+    Host,
+    /// A fresh namespace created by runc (`none` mode: loopback only).
+    New,
+    /// Join an existing namespace by path (bridge/awsvpc, or a task's pause netns).
+    Path(PathBuf),
+}
+
+/// Everything needed to create one container. The runtime builds the OCI spec
+/// from containerd's default Linux spec and applies these.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// containerd container id (unique, stable for the task's container).
+    pub id: String,
+    /// Image reference as written in the container definition.
+    pub image: String,
+    pub image_config: ImageConfig,
+    pub labels: BTreeMap<String, String>,
+    /// Final argv after merging image entrypoint/cmd with entryPoint/command.
+    pub args: Vec<String>,
+    /// Final `KEY=value` environment (image env overridden by the definition).
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `uid[:gid]` or a name resolvable in the image's /etc/passwd.
+    pub user: Option<String>,
+    /// CPU shares (ECS `cpu` units; 0 = runtime default of 1024... see runtime).
+    pub cpu_shares: Option<u64>,
+    /// Hard memory limit, bytes.
+    pub memory_limit: Option<i64>,
+    /// Soft memory limit, bytes.
+    pub memory_reservation: Option<i64>,
+    pub network: NetworkNamespace,
+    pub hostname: Option<String>,
+    pub privileged: bool,
+    pub readonly_rootfs: bool,
+    /// Files the shim writes the container's stdout and stderr to.
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// A container as containerd reports it, for re-adoption after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ObservedState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservedState {
+    /// Container exists, no task (never started, or task already deleted).
+    Created,
+    Running { pid: u32 },
+    Exited { exit_code: i32 },
+}
+
+/// The runtime operations the reconciler drives. Every operation is idempotent
+/// where that makes sense (delete of a missing container succeeds).
+pub trait Runtime: Send + Sync + 'static {
+    /// Pull and unpack `image` if not present; return its config.
+    fn pull(&self, image: &str) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send;
+    /// Create the container (and its rootfs snapshot). Does not start it.
+    fn create(&self, req: &CreateRequest) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Create and start the container's task; returns the pid.
+    fn start(&self, id: &str) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+    /// Wait until the container's task exits; returns the exit code.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i32, RuntimeError>> + Send;
+    /// Send a signal (e.g. 15, 9) to the container's init process.
+    fn kill(&self, id: &str, signal: u32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Delete task, container and snapshot; succeeds if already gone.
+    fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// All containers in the agent's namespace with their state.
+    fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+}

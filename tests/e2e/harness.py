@@ -263,7 +263,11 @@ class Containerd:
         self.proc: subprocess.Popen | None = None
         self._write_config()
         ACTIVE.append(self)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def _write_config(self) -> None:
         self.config.write_text(
@@ -416,6 +420,8 @@ disabled_plugins = [
             except FileNotFoundError:
                 pass
 
+    close = stop
+
     def log_files(self) -> list[Path]:
         return [self.log]
 
@@ -444,7 +450,9 @@ class Registry:
             except HarnessError as e:
                 last = e
                 stop_process(self.proc)
-        raise HarnessError(f"registry did not start: {last}\n{tail(self.log)}")
+        message = f"registry did not start: {last}\n{tail(self.log)}"
+        self.stop()
+        raise HarnessError(message)
 
     def _start(self) -> None:
         config = self.dir / "config.yml"
@@ -492,6 +500,8 @@ http:
         stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    close = stop
+
     def log_files(self) -> list[Path]:
         return [self.log]
 
@@ -525,7 +535,11 @@ class Coordinator:
             )
             self.credentials_file.chmod(0o600)
         ACTIVE.append(self)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def endpoint(self) -> str:
@@ -550,6 +564,7 @@ class Coordinator:
         try:
             line = self._pump.wait_line(lambda l: l.startswith("listening on "), timeout=30, proc=self.proc)
         except HarnessError as e:
+            stop_process(self.proc)
             raise HarnessError(f"coordinator did not start: {e}\n--- stderr ---\n{tail(self.stderr_log)}") from e
         self.addr = line.split("listening on ", 1)[1].strip()
         self._load_credentials()
@@ -649,8 +664,12 @@ class Agent:
         self.extra_run_args = list(extra_run_args)
         self.proc: subprocess.Popen | None = None
         ACTIVE.append(self)
-        self.arn = self.register(attributes or {})
-        self.start()
+        try:
+            self.arn = self.register(attributes or {})
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def _env(self) -> dict:
         return dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), RUST_BACKTRACE="1")
@@ -758,7 +777,7 @@ class Host:
             if part is None:
                 continue
             try:
-                part.close() if hasattr(part, "close") else part.stop()
+                part.close()
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         if errors:
@@ -780,7 +799,11 @@ class Cluster:
         self.ecs.create_cluster(clusterName=name)
         self.agent = Agent(host.tmpdir, self.coordinator, self.containerd, self.registry, name,
                            namespace=self.namespace, **agent_kwargs)
-        self.wait_agent_connected()
+        try:
+            self.wait_agent_connected()
+        except BaseException:
+            self.agent.close()
+            raise
 
     def close(self) -> None:
         """Stop tasks still running, then the agent."""

@@ -5,6 +5,8 @@
 //! **Architecture Invariant:** only `agent::runtime` talks to containerd.
 
 pub mod containerd;
+pub mod pull;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -119,8 +121,20 @@ pub enum ObservedState {
 /// The runtime operations the reconciler drives. Every operation is idempotent
 /// where that makes sense (delete of a missing container succeeds).
 pub trait Runtime: Send + Sync + 'static {
-    /// Pull and unpack `image` if not present; return its config.
+    /// Pull and unpack `image` if not present; return its config. Always
+    /// asks the registry what the tag points at now, so a moved tag is
+    /// pulled; content already in containerd is not fetched again.
     fn pull(&self, image: &str) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send;
+    /// Like [`Runtime::pull`], but if the image is already present locally
+    /// (an image record for exactly this reference, with its layers
+    /// unpacked), use it without contacting the registry. The default just
+    /// pulls.
+    fn pull_if_missing(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send {
+        self.pull(image)
+    }
     /// Create the container (and its rootfs snapshot). Does not start it.
     fn create(&self, req: &CreateRequest) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Create and start the container's task; returns the pid.

@@ -231,10 +231,11 @@ ROWS: list[Row] = [
         "ValidationException", service="ssm"),
     Row("ssm-create-activation-limit-0", "CreateActivation", {"IamRole": "berth", "RegistrationLimit": 0},
         "ValidationException", service="ssm"),
-    # inferred: a past expiry is a parameter validation error like the two above.
+    # inferred: a past expiry is not a model constraint but a service check, and
+    # InvalidParameters is CreateActivation's only modeled client error.
     Row("ssm-create-activation-past-expiry", "CreateActivation",
         {"IamRole": "berth", "RegistrationLimit": 1, "ExpirationDate": 946684800},
-        "ValidationException", service="ssm"),
+        "InvalidParameters", service="ssm"),
     Row("ssm-delete-unknown-activation", "DeleteActivation", {"ActivationId": str(uuid.uuid4())},
         "InvalidActivationId", service="ssm"),
 ]

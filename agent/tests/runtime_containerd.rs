@@ -1,0 +1,490 @@
+//! End-to-end tests of `ContainerdRuntime` against a real containerd 1.6 and
+//! a real local registry, each test with its own of both (see `support`).
+//! Root only; without root every test prints a SKIPPED line and passes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use berth_agent::runtime::containerd::ContainerdRuntime;
+use berth_agent::runtime::{
+    CreateRequest, ImageConfig, NetworkNamespace, ObservedState, RegistryConfig, Runtime,
+    RuntimeError, LABEL_CONTAINER_NAME, LABEL_TASK_ARN,
+};
+use support::{Containerd, ImageOptions, PushedImage, Registry};
+
+struct Env {
+    rt: ContainerdRuntime,
+    image: PushedImage,
+    logs: tempfile::TempDir,
+    registry: Registry,
+    ctd: Containerd,
+}
+
+fn insecure(registry: &Registry) -> RegistryConfig {
+    RegistryConfig {
+        insecure: vec![registry.addr.clone()],
+        auth: BTreeMap::new(),
+    }
+}
+
+async fn setup(test: &str, opts: ImageOptions) -> Option<Env> {
+    if !support::require_root(test) {
+        return None;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "berth_agent=debug".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let ctd = Containerd::start().expect("start containerd");
+    let registry = Registry::start().expect("start registry");
+    let image = support::push_busybox(&registry.addr, "test/busybox", "1", &opts)
+        .await
+        .expect("push test image");
+    let rt = ContainerdRuntime::connect(&ctd.socket, "berth", insecure(&registry))
+        .await
+        .expect("connect");
+    let logs = tempfile::tempdir().expect("logs dir");
+    Some(Env {
+        rt,
+        image,
+        logs,
+        registry,
+        ctd,
+    })
+}
+
+impl Env {
+    fn request(&self, id: &str, args: &[&str], image_config: &ImageConfig) -> CreateRequest {
+        CreateRequest {
+            id: id.to_string(),
+            image: self.image.reference.clone(),
+            image_config: image_config.clone(),
+            labels: BTreeMap::from([
+                (LABEL_TASK_ARN.to_string(), format!("arn:aws:ecs:r:1:task/c/{id}")),
+                (LABEL_CONTAINER_NAME.to_string(), format!("name-{id}")),
+            ]),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: image_config.env.clone(),
+            cwd: "/".to_string(),
+            user: None,
+            cpu_shares: None,
+            memory_limit: None,
+            memory_reservation: None,
+            network: NetworkNamespace::New,
+            hostname: None,
+            privileged: false,
+            readonly_rootfs: false,
+            stdout_path: self.logs.path().join(id).join("stdout"),
+            stderr_path: self.logs.path().join(id).join("stderr"),
+        }
+    }
+
+    fn stdout(&self, id: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(id).join("stdout")).unwrap_or_default()
+    }
+
+    fn stderr(&self, id: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(id).join("stderr")).unwrap_or_default()
+    }
+
+    /// create + start + wait with a timeout; returns the exit code.
+    async fn run(&self, req: &CreateRequest) -> i32 {
+        self.rt.create(req).await.expect("create");
+        self.rt.start(&req.id).await.expect("start");
+        let code = tokio::time::timeout(Duration::from_secs(30), self.rt.wait(&req.id))
+            .await
+            .expect("container did not exit within 30s")
+            .expect("wait");
+        code
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_is_idempotent_and_fast() {
+    let Some(env) = setup("pull_is_idempotent_and_fast", ImageOptions::default()).await else {
+        return;
+    };
+    let t = Instant::now();
+    let cfg = env.rt.pull(&env.image.reference).await.expect("first pull");
+    let first = t.elapsed();
+    assert_eq!(cfg.cmd, vec!["sh".to_string()]);
+    assert_eq!(cfg.digest, env.image.manifest_digest);
+    assert!(cfg.env.iter().any(|e| e.starts_with("PATH=")));
+    // One layer: its chain id is its diff id.
+    assert!(env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
+
+    let t = Instant::now();
+    let again = env.rt.pull(&env.image.reference).await.expect("second pull");
+    let second = t.elapsed();
+    assert_eq!(again, cfg);
+
+    // A fresh runtime (empty cache) finds everything in containerd.
+    let rt2 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    let t = Instant::now();
+    let third = rt2.pull(&env.image.reference).await.expect("third pull");
+    let third_t = t.elapsed();
+    assert_eq!(third, cfg);
+    let t = Instant::now();
+    let local = rt2
+        .pull_if_missing(&env.image.reference)
+        .await
+        .expect("pull_if_missing");
+    let local_t = t.elapsed();
+    assert_eq!(local, cfg);
+    eprintln!(
+        "pull timings: first {first:?}, repeat {second:?}, repeat from a new client {third_t:?}, pull_if_missing {local_t:?}"
+    );
+    assert!(second < Duration::from_millis(250), "repeat pull took {second:?}");
+    assert!(second < first, "repeat pull ({second:?}) not faster than first ({first:?})");
+
+    // The registry moved the tag: pull notices and fetches the new image.
+    let moved = support::push_busybox(
+        &env.registry.addr,
+        "test/busybox",
+        "1",
+        &ImageOptions {
+            label: Some("v2".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("push v2");
+    assert_ne!(moved.manifest_digest, env.image.manifest_digest);
+    let cfg2 = env.rt.pull(&env.image.reference).await.expect("pull moved tag");
+    assert_eq!(cfg2.digest, moved.manifest_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_manifest_without_media_type() {
+    let opts = ImageOptions {
+        omit_media_type: true,
+        ..Default::default()
+    };
+    let Some(env) = setup("pull_manifest_without_media_type", opts).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    assert_eq!(cfg.digest, env.image.manifest_digest);
+    let req = env.request("nomt", &["sh", "-c", "echo ok"], &cfg);
+    assert_eq!(env.run(&req).await, 0);
+    assert_eq!(env.stdout("nomt"), "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_errors_name_the_image() {
+    let Some(env) = setup("pull_errors_name_the_image", ImageOptions::default()).await else {
+        return;
+    };
+    let missing = format!("{}/nope:latest", env.registry.addr);
+    match env.rt.pull(&missing).await {
+        Err(RuntimeError::Pull(msg)) => {
+            let full = RuntimeError::Pull(msg.clone()).to_string();
+            assert!(full.starts_with("CannotPullContainerError: "), "{full}");
+            assert!(msg.contains(&missing), "{msg}");
+            assert!(msg.contains("manifest unknown"), "{msg}");
+        }
+        other => panic!("expected Pull error, got {other:?}"),
+    }
+    let missing_tag = format!("{}/test/busybox:nosuchtag", env.registry.addr);
+    match env.rt.pull(&missing_tag).await {
+        Err(RuntimeError::Pull(msg)) => assert!(msg.contains(&missing_tag), "{msg}"),
+        other => panic!("expected Pull error, got {other:?}"),
+    }
+
+    // The same registry, not marked insecure: HTTPS to a plain-HTTP server fails.
+    let strict = ContainerdRuntime::connect(&env.ctd.socket, "berth", RegistryConfig::default())
+        .await
+        .expect("connect");
+    match strict.pull(&env.image.reference).await {
+        Err(RuntimeError::Pull(msg)) => {
+            assert!(msg.contains(&env.image.reference), "{msg}");
+            eprintln!("HTTPS to an HTTP registry: {msg}");
+        }
+        other => panic!("expected Pull error over HTTPS, got {other:?}"),
+    }
+
+    // Nothing was pulled, so there is nothing to create a container from.
+    let req = env.request("nopull", &["true"], &ImageConfig::default());
+    let mut req = req;
+    req.image = missing.clone();
+    match env.rt.create(&req).await {
+        Err(RuntimeError::Create(msg)) => assert!(msg.contains("not pulled"), "{msg}"),
+        other => panic!("expected Create error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_exit_code_and_stdout() {
+    let Some(env) = setup("run_reports_exit_code_and_stdout", ImageOptions::default()).await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let req = env.request("hello", &["sh", "-c", "echo hello; echo oops >&2; exit 3"], &cfg);
+    let t = Instant::now();
+    env.rt.create(&req).await.expect("create");
+    let created = t.elapsed();
+    let pid = env.rt.start("hello").await.expect("start");
+    let started = t.elapsed();
+    assert!(pid > 0);
+    let code = env.rt.wait("hello").await.expect("wait");
+    eprintln!("create {created:?}, create+start {started:?}, +wait {:?}", t.elapsed());
+    assert_eq!(code, 3);
+    // containerd 1.6's runc shim writes both streams of a `file://` stdout
+    // URI into that one file (it ignores the stderr URI), in order.
+    assert_eq!(env.stdout("hello"), "hello\noops\n");
+    // wait again after exit: same answer.
+    assert_eq!(env.rt.wait("hello").await.expect("wait again"), 3);
+    // A command that does not exist fails at start, naming the problem.
+    let bad = env.request("badcmd", &["/no/such/binary"], &cfg);
+    env.rt.create(&bad).await.expect("create");
+    match env.rt.start("badcmd").await {
+        Err(RuntimeError::Start(msg)) => assert!(msg.contains("badcmd"), "{msg}"),
+        other => panic!("expected Start error, got {other:?}"),
+    }
+    env.rt.delete("badcmd").await.expect("delete badcmd");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_stops_long_running_containers() {
+    let Some(env) = setup("kill_stops_long_running_containers", ImageOptions::default()).await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+
+    // PID 1 in a pid namespace ignores signals it has no handler for, so a
+    // bare `sleep` only dies from SIGKILL; a shell with a TERM trap exits on 15.
+    let term = env.request(
+        "term",
+        &["sh", "-c", "trap 'exit 143' TERM; echo ready; while true; do sleep 1; done"],
+        &cfg,
+    );
+    env.rt.create(&term).await.expect("create");
+    env.rt.start("term").await.expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.stdout("term") != "ready\n" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.rt.kill("term", 15).await.expect("kill 15");
+    let code = tokio::time::timeout(Duration::from_secs(10), env.rt.wait("term"))
+        .await
+        .expect("SIGTERM did not end the container")
+        .expect("wait");
+    assert_eq!(code, 143);
+
+    let sleeper = env.request("sleeper", &["sleep", "1000"], &cfg);
+    env.rt.create(&sleeper).await.expect("create");
+    env.rt.start("sleeper").await.expect("start");
+    env.rt.kill("sleeper", 9).await.expect("kill 9");
+    let code = tokio::time::timeout(Duration::from_secs(10), env.rt.wait("sleeper"))
+        .await
+        .expect("SIGKILL did not end the container")
+        .expect("wait");
+    assert_eq!(code, 137);
+
+    // Killing an exited task, or a container that does not exist, is fine.
+    env.rt.kill("sleeper", 15).await.expect("kill exited");
+    env.rt.kill("no-such-container", 15).await.expect("kill missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_has_containerd_defaults_and_request_applied() {
+    let opts = ImageOptions {
+        env: vec!["FOO=from-image".into(), "KEEP=image".into()],
+        working_dir: Some("/srv".into()),
+        ..Default::default()
+    };
+    let Some(env) = setup("spec_has_containerd_defaults_and_request_applied", opts).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    assert_eq!(cfg.working_dir.as_deref(), Some("/srv"));
+    let mut req = env.request(
+        "spec",
+        &["sh", "-c", "echo \"$FOO $KEEP\"; pwd; id -u; id -g; hostname"],
+        &cfg,
+    );
+    // The definition overrides FOO; the image's KEEP stays.
+    req.env = cfg
+        .env
+        .iter()
+        .filter(|e| !e.starts_with("FOO="))
+        .cloned()
+        .chain(["FOO=from-task".to_string()])
+        .collect();
+    req.cwd = "/srv".into();
+    req.user = Some("web".into());
+    req.hostname = Some("spec-host".into());
+    req.cpu_shares = Some(512);
+    req.memory_limit = Some(64 << 20);
+    req.memory_reservation = Some(32 << 20);
+    env.rt.create(&req).await.expect("create");
+
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_value(env.rt.container_spec("spec").await.expect("spec"))
+            .expect("stored spec parses as an OCI spec");
+    use oci_spec::runtime::Capability;
+    let process = spec.process().as_ref().expect("process");
+    let caps = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().clone())
+        .expect("caps");
+    for cap in [Capability::Chown, Capability::NetBindService, Capability::Kill] {
+        assert!(caps.contains(&cap), "{cap:?} missing");
+    }
+    assert!(!caps.contains(&Capability::SysAdmin));
+    assert_eq!(caps.len(), 14);
+    assert_eq!(process.user().uid(), 1000);
+    assert_eq!(process.user().gid(), 1001);
+    let linux = spec.linux().as_ref().expect("linux");
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    assert!(masked.contains(&"/proc/kcore".to_string()), "{masked:?}");
+    let resources = linux.resources().as_ref().expect("resources");
+    assert_eq!(resources.cpu().as_ref().and_then(|c| c.shares()), Some(512));
+    assert_eq!(resources.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
+    assert_eq!(
+        resources.memory().as_ref().and_then(|m| m.reservation()),
+        Some(32 << 20)
+    );
+    assert_eq!(
+        linux.cgroups_path().as_deref(),
+        Some(std::path::Path::new("/berth/spec"))
+    );
+
+    env.rt.start("spec").await.expect("start");
+    let code = env.rt.wait("spec").await.expect("wait");
+    assert_eq!(code, 0, "stderr: {}", env.stderr("spec"));
+    assert_eq!(env.stdout("spec"), "from-task image\n/srv\n1000\n1001\nspec-host\n");
+
+    // An unknown user fails at create and names the user; nothing is left.
+    let mut bad = env.request("baduser", &["true"], &cfg);
+    bad.user = Some("ghost".into());
+    match env.rt.create(&bad).await {
+        Err(RuntimeError::Create(msg)) => assert!(msg.contains("ghost"), "{msg}"),
+        other => panic!("expected Create error, got {other:?}"),
+    }
+    assert!(!env.rt.has_snapshot("baduser").await.expect("stat"));
+    assert!(env.rt.list().await.expect("list").iter().all(|c| c.id != "baduser"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_namespace_modes() {
+    let Some(env) = setup("network_namespace_modes", ImageOptions::default()).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let own = env.request("netnew", &["ls", "/sys/class/net"], &cfg);
+    assert_eq!(env.run(&own).await, 0);
+    assert_eq!(env.stdout("netnew").trim(), "lo");
+
+    let mut host = env.request("nethost", &["ls", "/sys/class/net"], &cfg);
+    host.network = NetworkNamespace::Host;
+    assert_eq!(env.run(&host).await, 0);
+    let mut host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("host ifaces")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    host_ifaces.sort();
+    let mut seen: Vec<String> = env
+        .stdout("nethost")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, host_ifaces);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_delete() {
+    let Some(env) = setup("list_and_delete", ImageOptions::default()).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let req = env.request("lister", &["sleep", "1000"], &cfg);
+    env.rt.create(&req).await.expect("create");
+
+    let find = |all: Vec<berth_agent::runtime::ObservedContainer>| {
+        all.into_iter().find(|c| c.id == "lister").expect("listed")
+    };
+    let c = find(env.rt.list().await.expect("list"));
+    assert_eq!(c.state, ObservedState::Created);
+    assert_eq!(
+        c.labels.get(LABEL_TASK_ARN).map(String::as_str),
+        Some("arn:aws:ecs:r:1:task/c/lister")
+    );
+    assert_eq!(
+        c.labels.get(LABEL_CONTAINER_NAME).map(String::as_str),
+        Some("name-lister")
+    );
+
+    let pid = env.rt.start("lister").await.expect("start");
+    let c = find(env.rt.list().await.expect("list"));
+    assert_eq!(c.state, ObservedState::Running { pid });
+    // start again while running: same task, same pid (re-adoption).
+    assert_eq!(env.rt.start("lister").await.expect("start again"), pid);
+
+    // A running container cannot be deleted.
+    assert!(env.rt.delete("lister").await.is_err());
+    assert!(env.rt.has_snapshot("lister").await.expect("stat"));
+
+    env.rt.kill("lister", 9).await.expect("kill");
+    assert_eq!(env.rt.wait("lister").await.expect("wait"), 137);
+    let c = find(env.rt.list().await.expect("list"));
+    assert_eq!(c.state, ObservedState::Exited { exit_code: 137 });
+
+    env.rt.delete("lister").await.expect("delete");
+    env.rt.delete("lister").await.expect("delete again");
+    env.rt.delete("never-existed").await.expect("delete missing");
+    assert!(!env.rt.has_snapshot("lister").await.expect("stat"));
+    assert!(env.rt.list().await.expect("list").iter().all(|c| c.id != "lister"));
+    match env.rt.wait("lister").await {
+        Err(RuntimeError::NotFound(id)) => assert_eq!(id, "lister"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    // The image survives container deletion.
+    assert!(env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_can_wait_on_existing_task() {
+    let Some(env) = setup("restarted_agent_can_wait_on_existing_task", ImageOptions::default())
+        .await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let req = env.request("survivor", &["sh", "-c", "sleep 1; exit 7"], &cfg);
+    env.rt.create(&req).await.expect("create");
+    let pid = env.rt.start("survivor").await.expect("start");
+
+    // A new client with no memory of the first (the agent restarted).
+    let rt2 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    let listed = rt2.list().await.expect("list");
+    let c = listed.iter().find(|c| c.id == "survivor").expect("listed");
+    assert_eq!(c.state, ObservedState::Running { pid });
+    assert_eq!(rt2.start("survivor").await.expect("re-adopt"), pid);
+    assert_eq!(rt2.wait("survivor").await.expect("wait"), 7);
+    // And once more after it exited, from yet another client.
+    let rt3 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    assert_eq!(rt3.wait("survivor").await.expect("wait exited"), 7);
+    // A restarted agent can create from an image pulled before the restart
+    // without asking the registry (the cache is rebuilt from containerd).
+    let again = env.request("after-restart", &["sh", "-c", "exit 4"], &cfg);
+    rt3.create(&again).await.expect("create after restart");
+    rt3.start("after-restart").await.expect("start");
+    assert_eq!(rt3.wait("after-restart").await.expect("wait"), 4);
+}

@@ -65,7 +65,10 @@ impl Env {
             image: self.image.reference.clone(),
             image_config: image_config.clone(),
             labels: BTreeMap::from([
-                (LABEL_TASK_ARN.to_string(), format!("arn:aws:ecs:r:1:task/c/{id}")),
+                (
+                    LABEL_TASK_ARN.to_string(),
+                    format!("arn:aws:ecs:r:1:task/c/{id}"),
+                ),
                 (LABEL_CONTAINER_NAME.to_string(), format!("name-{id}")),
             ]),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -119,7 +122,11 @@ async fn pull_is_idempotent_and_fast() {
     assert!(env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
 
     let t = Instant::now();
-    let again = env.rt.pull(&env.image.reference).await.expect("second pull");
+    let again = env
+        .rt
+        .pull(&env.image.reference)
+        .await
+        .expect("second pull");
     let second = t.elapsed();
     assert_eq!(again, cfg);
 
@@ -141,8 +148,14 @@ async fn pull_is_idempotent_and_fast() {
     eprintln!(
         "pull timings: first {first:?}, repeat {second:?}, repeat from a new client {third_t:?}, pull_if_missing {local_t:?}"
     );
-    assert!(second < Duration::from_millis(250), "repeat pull took {second:?}");
-    assert!(second < first, "repeat pull ({second:?}) not faster than first ({first:?})");
+    assert!(
+        second < Duration::from_millis(250),
+        "repeat pull took {second:?}"
+    );
+    assert!(
+        second < first,
+        "repeat pull ({second:?}) not faster than first ({first:?})"
+    );
 
     // The registry moved the tag: pull notices and fetches the new image.
     let moved = support::push_busybox(
@@ -157,7 +170,11 @@ async fn pull_is_idempotent_and_fast() {
     .await
     .expect("push v2");
     assert_ne!(moved.manifest_digest, env.image.manifest_digest);
-    let cfg2 = env.rt.pull(&env.image.reference).await.expect("pull moved tag");
+    let cfg2 = env
+        .rt
+        .pull(&env.image.reference)
+        .await
+        .expect("pull moved tag");
     assert_eq!(cfg2.digest, moved.manifest_digest);
 }
 
@@ -222,12 +239,15 @@ async fn pull_errors_name_the_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reports_exit_code_and_stdout() {
-    let Some(env) = setup("run_reports_exit_code_and_stdout", ImageOptions::default()).await
-    else {
+    let Some(env) = setup("run_reports_exit_code_and_stdout", ImageOptions::default()).await else {
         return;
     };
     let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
-    let req = env.request("hello", &["sh", "-c", "echo hello; echo oops >&2; exit 3"], &cfg);
+    let req = env.request(
+        "hello",
+        &["sh", "-c", "echo hello; echo oops >&2; exit 3"],
+        &cfg,
+    );
     let t = Instant::now();
     env.rt.create(&req).await.expect("create");
     let created = t.elapsed();
@@ -235,7 +255,10 @@ async fn run_reports_exit_code_and_stdout() {
     let started = t.elapsed();
     assert!(pid > 0);
     let code = env.rt.wait("hello").await.expect("wait");
-    eprintln!("create {created:?}, create+start {started:?}, +wait {:?}", t.elapsed());
+    eprintln!(
+        "create {created:?}, create+start {started:?}, +wait {:?}",
+        t.elapsed()
+    );
     assert_eq!(code, 3);
     // containerd 1.6's runc shim writes both streams of a `file://` stdout
     // URI into that one file (it ignores the stderr URI), in order.
@@ -254,7 +277,11 @@ async fn run_reports_exit_code_and_stdout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_stops_long_running_containers() {
-    let Some(env) = setup("kill_stops_long_running_containers", ImageOptions::default()).await
+    let Some(env) = setup(
+        "kill_stops_long_running_containers",
+        ImageOptions::default(),
+    )
+    .await
     else {
         return;
     };
@@ -264,7 +291,11 @@ async fn kill_stops_long_running_containers() {
     // bare `sleep` only dies from SIGKILL; a shell with a TERM trap exits on 15.
     let term = env.request(
         "term",
-        &["sh", "-c", "trap 'exit 143' TERM; echo ready; while true; do sleep 1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 143' TERM; echo ready; while true; do sleep 1; done",
+        ],
         &cfg,
     );
     env.rt.create(&term).await.expect("create");
@@ -292,7 +323,10 @@ async fn kill_stops_long_running_containers() {
 
     // Killing an exited task, or a container that does not exist, is fine.
     env.rt.kill("sleeper", 15).await.expect("kill exited");
-    env.rt.kill("no-such-container", 15).await.expect("kill missing");
+    env.rt
+        .kill("no-such-container", 15)
+        .await
+        .expect("kill missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +343,11 @@ async fn spec_has_containerd_defaults_and_request_applied() {
     assert_eq!(cfg.working_dir.as_deref(), Some("/srv"));
     let mut req = env.request(
         "spec",
-        &["sh", "-c", "echo \"$FOO $KEEP\"; pwd; id -u; id -g; hostname"],
+        &[
+            "sh",
+            "-c",
+            "echo \"$FOO $KEEP\"; pwd; id -u; id -g; hostname",
+        ],
         &cfg,
     );
     // The definition overrides FOO; the image's KEEP stays.
@@ -338,7 +376,11 @@ async fn spec_has_containerd_defaults_and_request_applied() {
         .as_ref()
         .and_then(|c| c.bounding().clone())
         .expect("caps");
-    for cap in [Capability::Chown, Capability::NetBindService, Capability::Kill] {
+    for cap in [
+        Capability::Chown,
+        Capability::NetBindService,
+        Capability::Kill,
+    ] {
         assert!(caps.contains(&cap), "{cap:?} missing");
     }
     assert!(!caps.contains(&Capability::SysAdmin));
@@ -350,7 +392,10 @@ async fn spec_has_containerd_defaults_and_request_applied() {
     assert!(masked.contains(&"/proc/kcore".to_string()), "{masked:?}");
     let resources = linux.resources().as_ref().expect("resources");
     assert_eq!(resources.cpu().as_ref().and_then(|c| c.shares()), Some(512));
-    assert_eq!(resources.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
+    assert_eq!(
+        resources.memory().as_ref().and_then(|m| m.limit()),
+        Some(64 << 20)
+    );
     assert_eq!(
         resources.memory().as_ref().and_then(|m| m.reservation()),
         Some(32 << 20)
@@ -363,7 +408,10 @@ async fn spec_has_containerd_defaults_and_request_applied() {
     env.rt.start("spec").await.expect("start");
     let code = env.rt.wait("spec").await.expect("wait");
     assert_eq!(code, 0, "stderr: {}", env.stderr("spec"));
-    assert_eq!(env.stdout("spec"), "from-task image\n/srv\n1000\n1001\nspec-host\n");
+    assert_eq!(
+        env.stdout("spec"),
+        "from-task image\n/srv\n1000\n1001\nspec-host\n"
+    );
 
     // An unknown user fails at create and names the user; nothing is left.
     let mut bad = env.request("baduser", &["true"], &cfg);
@@ -373,7 +421,13 @@ async fn spec_has_containerd_defaults_and_request_applied() {
         other => panic!("expected Create error, got {other:?}"),
     }
     assert!(!env.rt.has_snapshot("baduser").await.expect("stat"));
-    assert!(env.rt.list().await.expect("list").iter().all(|c| c.id != "baduser"));
+    assert!(env
+        .rt
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .all(|c| c.id != "baduser"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,9 +498,18 @@ async fn list_and_delete() {
 
     env.rt.delete("lister").await.expect("delete");
     env.rt.delete("lister").await.expect("delete again");
-    env.rt.delete("never-existed").await.expect("delete missing");
+    env.rt
+        .delete("never-existed")
+        .await
+        .expect("delete missing");
     assert!(!env.rt.has_snapshot("lister").await.expect("stat"));
-    assert!(env.rt.list().await.expect("list").iter().all(|c| c.id != "lister"));
+    assert!(env
+        .rt
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .all(|c| c.id != "lister"));
     match env.rt.wait("lister").await {
         Err(RuntimeError::NotFound(id)) => assert_eq!(id, "lister"),
         other => panic!("expected NotFound, got {other:?}"),
@@ -457,8 +520,11 @@ async fn list_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_agent_can_wait_on_existing_task() {
-    let Some(env) = setup("restarted_agent_can_wait_on_existing_task", ImageOptions::default())
-        .await
+    let Some(env) = setup(
+        "restarted_agent_can_wait_on_existing_task",
+        ImageOptions::default(),
+    )
+    .await
     else {
         return;
     };

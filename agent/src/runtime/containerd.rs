@@ -459,7 +459,11 @@ impl ContainerdRuntime {
                     .map_err(|e| start_err(format!("create {}: {e}", parent.display())))?;
             }
         }
-        let uri = |p: &Option<String>| p.as_ref().map(|p| format!("file://{p}")).unwrap_or_default();
+        let uri = |p: &Option<String>| {
+            p.as_ref()
+                .map(|p| format!("file://{p}"))
+                .unwrap_or_default()
+        };
         let t_prep = started.elapsed();
         let created = self
             .tasks_client()
@@ -480,7 +484,10 @@ impl ContainerdRuntime {
             Err(s) if s.code() == Code::AlreadyExists => {
                 // Re-adoption after an agent restart, or a retried start.
                 match self.task(id).await? {
-                    Some(p) if p.status == TaskStatus::Running as i32 || p.status == TaskStatus::Paused as i32 => {
+                    Some(p)
+                        if p.status == TaskStatus::Running as i32
+                            || p.status == TaskStatus::Paused as i32 =>
+                    {
                         return Ok(p.pid)
                     }
                     Some(p) if p.status == TaskStatus::Created as i32 => {}
@@ -541,7 +548,9 @@ impl ContainerdRuntime {
                 // The task is gone (deleted, or never created): nothing
                 // records its exit code any more.
                 match self.task(id).await? {
-                    Some(p) if p.status == TaskStatus::Stopped as i32 => Ok(exit_code(p.exit_status)),
+                    Some(p) if p.status == TaskStatus::Stopped as i32 => {
+                        Ok(exit_code(p.exit_status))
+                    }
                     _ => Err(RuntimeError::NotFound(id.to_string())),
                 }
             }
@@ -621,13 +630,16 @@ impl ContainerdRuntime {
             .map_err(|s| containerd_err("Tasks.List", "", &s))?
             .into_inner()
             .tasks;
-        let by_id: HashMap<&str, &Process> =
-            tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        let by_id: HashMap<&str, &Process> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
         let mut out: Vec<ObservedContainer> = containers
             .iter()
             .map(|c| ObservedContainer {
                 id: c.id.clone(),
-                labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                labels: c
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 state: observed_state(by_id.get(c.id.as_str()).copied()),
             })
             .collect();
@@ -759,7 +771,10 @@ mod tests {
     fn observed_state_table() {
         let cases = vec![
             (None, ObservedState::Created),
-            (Some(process(TaskStatus::Created, 7, 0)), ObservedState::Created),
+            (
+                Some(process(TaskStatus::Created, 7, 0)),
+                ObservedState::Created,
+            ),
             (
                 Some(process(TaskStatus::Running, 7, 0)),
                 ObservedState::Running { pid: 7 },
@@ -776,7 +791,10 @@ mod tests {
                 Some(process(TaskStatus::Stopped, 0, 137)),
                 ObservedState::Exited { exit_code: 137 },
             ),
-            (Some(process(TaskStatus::Unknown, 0, 0)), ObservedState::Created),
+            (
+                Some(process(TaskStatus::Unknown, 0, 0)),
+                ObservedState::Created,
+            ),
         ];
         for (p, want) in cases {
             assert_eq!(observed_state(p.as_ref()), want, "{p:?}");

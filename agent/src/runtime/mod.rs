@@ -114,8 +114,12 @@ pub struct ObservedContainer {
 pub enum ObservedState {
     /// Container exists, no task (never started, or task already deleted).
     Created,
-    Running { pid: u32 },
-    Exited { exit_code: i32 },
+    Running {
+        pid: u32,
+    },
+    Exited {
+        exit_code: i32,
+    },
 }
 
 /// The runtime operations the reconciler drives. Every operation is idempotent

@@ -367,11 +367,12 @@ struct Resolved {
 impl ContainerdRuntime {
     fn registry_auth(&self, reference: &Reference) -> RegistryAuth {
         let host = reference.registry();
-        match self.registries.auth.get(host).or_else(|| {
-            self.registries
-                .auth
-                .get(reference.resolve_registry())
-        }) {
+        match self
+            .registries
+            .auth
+            .get(host)
+            .or_else(|| self.registries.auth.get(reference.resolve_registry()))
+        {
             Some((user, pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
             None => RegistryAuth::Anonymous,
         }
@@ -460,7 +461,10 @@ impl ContainerdRuntime {
 
         if let Some(cached) = self.cached_image(&r.name) {
             if cached.target_digest == r.top.digest
-                && self.snapshot_exists(&cached.top_chain).await.map_err(store_err)?
+                && self
+                    .snapshot_exists(&cached.top_chain)
+                    .await
+                    .map_err(store_err)?
             {
                 tracing::debug!(image = %r.name, ms = started.elapsed().as_millis() as u64, "pull: up to date (cached)");
                 return Ok(cached.config);
@@ -515,7 +519,10 @@ impl ContainerdRuntime {
 
         // Already complete in containerd (e.g. pulled before an agent restart)?
         let record = self.get_image_record(&r.name).await.map_err(store_err)?;
-        if record.as_ref().and_then(|i| i.target.as_ref()).map(|t| t.digest.as_str())
+        if record
+            .as_ref()
+            .and_then(|i| i.target.as_ref())
+            .map(|t| t.digest.as_str())
             == Some(r.top.digest.as_str())
             && self.snapshot_exists(&top_chain).await.map_err(store_err)?
         {
@@ -526,7 +533,14 @@ impl ContainerdRuntime {
 
         let lease = self.create_lease().await.map_err(store_err)?;
         let result = self
-            .pull_into_store(&r, &lease, &config_bytes, &diff_ids, &chains, record.is_some())
+            .pull_into_store(
+                &r,
+                &lease,
+                &config_bytes,
+                &diff_ids,
+                &chains,
+                record.is_some(),
+            )
             .await;
         if let Err(e) = self.delete_lease(&lease).await {
             tracing::warn!(lease = %lease, error = %e, "pull: could not delete lease; it expires on its own");
@@ -552,7 +566,11 @@ impl ContainerdRuntime {
         };
         // Layers: stream each missing one from the registry into the store.
         for (layer, diff_id) in r.layers.iter().zip(diff_ids) {
-            if self.content_exists(&layer.digest).await.map_err(store_err)? {
+            if self
+                .content_exists(&layer.digest)
+                .await
+                .map_err(store_err)?
+            {
                 continue;
             }
             let layer_err = |cause: String| PullError::Layer {
@@ -572,7 +590,11 @@ impl ContainerdRuntime {
         }
 
         // Config.
-        if !self.content_exists(&r.config.digest).await.map_err(store_err)? {
+        if !self
+            .content_exists(&r.config.digest)
+            .await
+            .map_err(store_err)?
+        {
             let data = futures::stream::once({
                 let b = config_bytes.clone();
                 async move { Ok::<Bytes, std::io::Error>(b) }
@@ -608,7 +630,10 @@ impl ContainerdRuntime {
             r.config.digest.clone(),
         )]);
         for (i, l) in r.layers.iter().enumerate() {
-            labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), l.digest.clone());
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.clone(),
+            );
         }
         self.ensure_small_blob(lease, &r.manifest, &r.manifest_bytes, labels)
             .await
@@ -813,8 +838,8 @@ impl ContainerdRuntime {
         let expected = desc.digest.clone();
         let total = desc.size;
         let producer = tokio::spawn(async move {
-            let msg = |action: WriteAction, offset: i64, data: Vec<u8>, labels| {
-                WriteContentRequest {
+            let msg =
+                |action: WriteAction, offset: i64, data: Vec<u8>, labels| WriteContentRequest {
                     action: action as i32,
                     r#ref: write_ref.clone(),
                     total,
@@ -822,8 +847,7 @@ impl ContainerdRuntime {
                     offset,
                     data,
                     labels,
-                }
-            };
+                };
             let mut offset: i64 = 0;
             let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
             loop {
@@ -887,7 +911,11 @@ impl ContainerdRuntime {
         match (rpc, produced) {
             (Ok(true), _) => Ok(()),
             (_, Err(e)) if !e.starts_with("containerd closed") => Err(e),
-            (Err(s), _) => Err(format!("Content.Write {}: {}", desc.digest, status_text(&s))),
+            (Err(s), _) => Err(format!(
+                "Content.Write {}: {}",
+                desc.digest,
+                status_text(&s)
+            )),
             (Ok(false), _) => Err(format!(
                 "Content.Write {}: stream ended without commit",
                 desc.digest
@@ -1070,7 +1098,10 @@ mod tests {
             ),
             (r#"{"schemaVersion":1,"fsLayers":[]}"#, Err(())),
             (r#"{"schemaVersion":2}"#, Err(())),
-            (r#"{"schemaVersion":2,"mediaType":"text/plain","config":{"digest":"sha256:c","size":1}}"#, Err(())),
+            (
+                r#"{"schemaVersion":2,"mediaType":"text/plain","config":{"digest":"sha256:c","size":1}}"#,
+                Err(()),
+            ),
             ("not json", Err(())),
         ];
         for (json, want) in cases {
@@ -1106,7 +1137,10 @@ mod tests {
         };
         let cases: Vec<(Vec<Desc>, Option<&str>)> = vec![
             (
-                vec![d("a", Some(("linux", "arm64"))), d("b", Some(("linux", "amd64")))],
+                vec![
+                    d("a", Some(("linux", "arm64"))),
+                    d("b", Some(("linux", "amd64"))),
+                ],
                 Some("b"),
             ),
             (vec![d("w", Some(("windows", "amd64")))], None),
@@ -1132,7 +1166,10 @@ mod tests {
         assert_eq!(two[0], a);
         assert_eq!(two[1], sha256_digest(b"sha256:aaaa sha256:bbbb"));
         let three = chain_ids(&[a.clone(), b.clone(), a.clone()]);
-        assert_eq!(three[2], sha256_digest(format!("{} {}", two[1], a).as_bytes()));
+        assert_eq!(
+            three[2],
+            sha256_digest(format!("{} {}", two[1], a).as_bytes())
+        );
     }
 
     #[test]
@@ -1152,7 +1189,10 @@ mod tests {
                 user: Some("nobody".into()),
             }
         );
-        assert_eq!(diffs, vec!["sha256:d1".to_string(), "sha256:d2".to_string()]);
+        assert_eq!(
+            diffs,
+            vec!["sha256:d1".to_string(), "sha256:d2".to_string()]
+        );
         let (bare, none) =
             parse_image_config(br#"{"config":{"WorkingDir":"","User":""}}"#, "d").expect("parse");
         assert_eq!(bare.working_dir, None);

@@ -130,10 +130,7 @@ pub enum UserSpec {
     Ids { uid: u32, gid: u32 },
     /// Anything else (`name`, `uid`, `name:group`, `uid:group`, `name:gid`):
     /// the image's `/etc/passwd` (and `/etc/group`) decide.
-    Lookup {
-        user: String,
-        group: Option<String>,
-    },
+    Lookup { user: String, group: Option<String> },
 }
 
 impl UserSpec {
@@ -258,7 +255,12 @@ pub fn rootfs_layer_dirs(mounts: &[(String, String, Vec<String>)]) -> Vec<PathBu
                     dirs.push(PathBuf::from(upper));
                 }
                 if let Some(lower) = options.iter().find_map(|o| o.strip_prefix("lowerdir=")) {
-                    dirs.extend(lower.split(':').filter(|d| !d.is_empty()).map(PathBuf::from));
+                    dirs.extend(
+                        lower
+                            .split(':')
+                            .filter(|d| !d.is_empty())
+                            .map(PathBuf::from),
+                    );
                 }
             }
             _ => {}
@@ -416,7 +418,11 @@ pub fn build_spec(input: &SpecInput) -> Value {
         DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     };
     let env = merge_env(&[DEFAULT_PATH_ENV.to_string()], &input.env);
-    let cwd = if input.cwd.is_empty() { "/" } else { &input.cwd };
+    let cwd = if input.cwd.is_empty() {
+        "/"
+    } else {
+        &input.cwd
+    };
 
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -464,15 +470,9 @@ pub fn build_spec(input: &SpecInput) -> Value {
 
     let mut resources = serde_json::Map::new();
     if input.privileged {
-        resources.insert(
-            "devices".into(),
-            json!([{"allow": true, "access": "rwm"}]),
-        );
+        resources.insert("devices".into(), json!([{"allow": true, "access": "rwm"}]));
     } else {
-        resources.insert(
-            "devices".into(),
-            json!([{"allow": false, "access": "rwm"}]),
-        );
+        resources.insert("devices".into(), json!([{"allow": false, "access": "rwm"}]));
     }
     if let Some(shares) = input.cpu_shares {
         resources.insert("cpu".into(), json!({"shares": shares}));
@@ -588,14 +588,21 @@ mod tests {
         let caps = process.capabilities().as_ref().expect("caps");
         let bounding = caps.bounding().as_ref().expect("bounding");
         assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
-        for cap in [Capability::Chown, Capability::NetBindService, Capability::Kill] {
+        for cap in [
+            Capability::Chown,
+            Capability::NetBindService,
+            Capability::Kill,
+        ] {
             assert!(bounding.contains(&cap), "{cap:?} missing");
         }
         assert!(!bounding.contains(&Capability::SysAdmin));
         assert_eq!(process.args().as_deref(), Some(&input().args[..]));
         assert_eq!(process.cwd(), Path::new("/work"));
         let env = process.env().as_ref().expect("env");
-        assert_eq!(env, &vec![DEFAULT_PATH_ENV.to_string(), "FOO=bar".to_string()]);
+        assert_eq!(
+            env,
+            &vec![DEFAULT_PATH_ENV.to_string(), "FOO=bar".to_string()]
+        );
         assert_eq!(process.no_new_privileges(), Some(true));
 
         let linux = spec.linux().as_ref().expect("linux");
@@ -603,12 +610,25 @@ mod tests {
             linux.masked_paths().as_ref().expect("masked").len(),
             DEFAULT_MASKED_PATHS.len()
         );
-        assert!(linux.readonly_paths().as_ref().expect("ro").contains(&"/proc/sys".to_string()));
-        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/berth/c1")));
+        assert!(linux
+            .readonly_paths()
+            .as_ref()
+            .expect("ro")
+            .contains(&"/proc/sys".to_string()));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/berth/c1"))
+        );
         let res = linux.resources().as_ref().expect("resources");
         assert_eq!(res.cpu().as_ref().and_then(|c| c.shares()), Some(256));
-        assert_eq!(res.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
-        assert_eq!(res.memory().as_ref().and_then(|m| m.reservation()), Some(32 << 20));
+        assert_eq!(
+            res.memory().as_ref().and_then(|m| m.limit()),
+            Some(64 << 20)
+        );
+        assert_eq!(
+            res.memory().as_ref().and_then(|m| m.reservation()),
+            Some(32 << 20)
+        );
         let ns: Vec<LinuxNamespaceType> = linux
             .namespaces()
             .as_ref()
@@ -626,7 +646,15 @@ mod tests {
             .iter()
             .map(|m| m.destination().to_string_lossy().into_owned())
             .collect();
-        for d in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"] {
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+        ] {
             assert!(dests.contains(&d.to_string()), "{d} missing");
         }
         let rl = process.rlimits().as_ref().expect("rlimits");
@@ -694,7 +722,11 @@ mod tests {
         let cases: Vec<(Vec<&str>, Vec<&str>, Vec<&str>)> = vec![
             (vec!["PATH=/bin"], vec![], vec!["PATH=/bin"]),
             (vec!["PATH=/bin"], vec!["PATH=/x"], vec!["PATH=/x"]),
-            (vec!["A=1", "B=2"], vec!["B=3", "C=4"], vec!["A=1", "B=3", "C=4"]),
+            (
+                vec!["A=1", "B=2"],
+                vec!["B=3", "C=4"],
+                vec!["A=1", "B=3", "C=4"],
+            ),
             (vec![], vec!["X="], vec!["X="]),
         ];
         for (base, over, want) in cases {
@@ -735,7 +767,8 @@ mod tests {
 
     #[test]
     fn user_resolve_table() {
-        let cases: Vec<(&str, Option<&str>, Result<(u32, u32), SpecError>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, Result<(u32, u32), SpecError>);
+        let cases: Vec<Case> = vec![
             ("nobody", Some(PASSWD), Ok((65534, 65534))),
             ("web", Some(PASSWD), Ok((1000, 1001))),
             ("web:www", Some(PASSWD), Ok((1000, 33))),

@@ -135,13 +135,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// Remove every task and container in every namespace (shims exit when
     /// their task is deleted).
     fn remove_all_containers(&self) {
-        let namespaces = self.ctr("default", &["namespaces", "ls", "-q"]).unwrap_or_default();
+        let namespaces = self
+            .ctr("default", &["namespaces", "ls", "-q"])
+            .unwrap_or_default();
         for ns in namespaces.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let tasks = self.ctr(ns, &["tasks", "ls", "-q"]).unwrap_or_default();
             for t in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 let _ = self.ctr(ns, &["tasks", "rm", "-f", t]);
             }
-            let cs = self.ctr(ns, &["containers", "ls", "-q"]).unwrap_or_default();
+            let cs = self
+                .ctr(ns, &["containers", "ls", "-q"])
+                .unwrap_or_default();
             for c in cs.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 let _ = self.ctr(ns, &["containers", "rm", c]);
             }
@@ -309,7 +313,12 @@ pub fn busybox_layer() -> Result<(Vec<u8>, Vec<u8>)> {
         tar.append_data(&mut h, path, std::io::empty())?;
         Ok(())
     };
-    for (d, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("srv", 0o755)] {
+    for (d, mode) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("tmp", 0o1777),
+        ("srv", 0o755),
+    ] {
         dir(d, mode)?;
     }
     let mut h = tar::Header::new_gnu();
@@ -349,7 +358,12 @@ pub fn busybox_layer() -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((raw, gz.finish()?))
 }
 
-async fn push_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &[u8]) -> Result<String> {
+async fn push_blob(
+    http: &reqwest::Client,
+    registry: &str,
+    repo: &str,
+    data: &[u8],
+) -> Result<String> {
     let digest = sha256(data);
     let head = http
         .head(format!("http://{registry}/v2/{repo}/blobs/{digest}"))
@@ -384,7 +398,11 @@ async fn push_blob(http: &reqwest::Client, registry: &str, repo: &str, data: &[u
         .send()
         .await?;
     if put.status() != reqwest::StatusCode::CREATED {
-        bail!("finish upload: {} {}", put.status(), put.text().await.unwrap_or_default());
+        bail!(
+            "finish upload: {} {}",
+            put.status(),
+            put.text().await.unwrap_or_default()
+        );
     }
     Ok(digest)
 }
@@ -401,12 +419,18 @@ pub struct ImageOptions {
 }
 
 /// Build the busybox test image and push it as `repo:tag` to `registry`.
-pub async fn push_busybox(registry: &str, repo: &str, tag: &str, opts: &ImageOptions) -> Result<PushedImage> {
+pub async fn push_busybox(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    opts: &ImageOptions,
+) -> Result<PushedImage> {
     let (raw, gz) = busybox_layer()?;
     let diff_id = sha256(&raw);
     let http = reqwest::Client::builder().no_proxy().build()?;
     let layer_digest = push_blob(&http, registry, repo, &gz).await?;
-    let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(opts.env.iter().cloned());
     let mut container_config = serde_json::json!({"Cmd": ["sh"], "Env": env});
     if let Some(wd) = &opts.working_dir {
@@ -450,7 +474,11 @@ pub async fn push_busybox(registry: &str, repo: &str, tag: &str, opts: &ImageOpt
         .send()
         .await?;
     if put.status() != reqwest::StatusCode::CREATED {
-        bail!("push manifest: {} {}", put.status(), put.text().await.unwrap_or_default());
+        bail!(
+            "push manifest: {} {}",
+            put.status(),
+            put.text().await.unwrap_or_default()
+        );
     }
     Ok(PushedImage {
         reference: format!("{registry}/{repo}:{tag}"),

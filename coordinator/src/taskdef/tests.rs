@@ -167,6 +167,17 @@ fn invalid_registrations_answer_as_ecs_does() {
         ("sysctl-net-host-mode", with_containers(vec![c(json!({"systemControls": [{"namespace": "net.core.somaxconn", "value": "1"}]}))], json!({"networkMode": "host"})), Client, "not supported when networkMode=host"),
         ("restart-period-30", with_containers(vec![c(json!({"restartPolicy": {"enabled": true, "restartAttemptPeriod": 30}}))], json!({})), Client, "between 60 and 1800"),
         ("firelens-without-router", with_containers(vec![c(json!({"logConfiguration": {"logDriver": "awsfirelens"}}))], json!({})), Client, "no container has a firelensConfiguration"),
+        ("same-port-two-protocols", with_containers(vec![c(json!({"portMappings": [{"containerPort": 53}, {"containerPort": 53, "protocol": "udp"}]}))], json!({})), Client, "You can't expose the same container port for multiple protocols."),
+        ("port-name-uppercase", with_containers(vec![c(json!({"portMappings": [{"containerPort": 80, "name": "Web"}]}))], json!({})), Client, "invalid port mapping name 'Web'"),
+        ("port-name-duplicate", with_containers(vec![c(json!({"portMappings": [{"containerPort": 80, "name": "web"}, {"containerPort": 81, "name": "web"}]}))], json!({})), Client, "duplicate port mapping name 'web'"),
+        ("awslogs-datetime-and-multiline", with_containers(vec![c(json!({"logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-datetime-format": "%Y", "awslogs-multiline-pattern": "^x"}}}))], json!({})), Client, "cannot both be configured"),
+        ("efs-iam-without-tls", taskdef(json!({"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "fs-1", "authorizationConfig": {"iam": "ENABLED"}}}]})), Client, "transit encryption must be turned on"),
+        ("efs-access-point-root", taskdef(json!({"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "fs-1", "rootDirectory": "/data", "authorizationConfig": {"accessPointId": "fsap-1"}}}]})), Client, "rootDirectory must be omitted"),
+        ("credential-specs-two", with_containers(vec![c(json!({"credentialSpecs": ["a", "b"]}))], json!({})), Client, "at most one ARN"),
+        ("security-option-bogus", with_containers(vec![c(json!({"dockerSecurityOptions": ["seccomp:unconfined"]}))], json!({})), Client, "invalid dockerSecurityOptions value"),
+        ("tmpfs-option-bogus", with_containers(vec![c(json!({"linuxParameters": {"tmpfs": [{"containerPath": "/run", "size": 1, "mountOptions": ["turbo"]}]}}))], json!({})), Client, "invalid tmpfs mount option 'turbo'"),
+        ("accelerator-unreferenced", taskdef(json!({"inferenceAccelerators": [{"deviceName": "dev1", "deviceType": "eia2.medium"}]})), Client, "must be referenced"),
+        ("fargate-firelens-s3", with_containers(vec![c(json!({"firelensConfiguration": {"type": "fluentbit", "options": {"config-file-type": "s3", "config-file-value": "arn:aws:s3:::b/c.conf"}}}))], json!({"requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512"})), Client, "only support the file FireLens"),
         ("two-firelens-routers", with_containers(vec![c(json!({"firelensConfiguration": {"type": "fluentbit"}})), named("b", json!({"firelensConfiguration": {"type": "fluentd"}}))], json!({})), Client, "Only one container"),
         // --- task level
         ("proxy-unknown-container", taskdef(json!({"networkMode": "awsvpc", "proxyConfiguration": {"type": "APPMESH", "containerName": "envoy"}})), Client, "containerName 'envoy'"),
@@ -344,17 +355,56 @@ fn valid_registrations_are_accepted_with_their_requirements() {
             vec![],
         ),
         (
-            "tcp-and-udp-same-port-host",
+            "tcp-and-udp-host",
             with_containers(
                 vec![c(
-                    json!({"portMappings": [{"containerPort": 53}, {"containerPort": 53, "protocol": "udp"}]}),
+                    json!({"portMappings": [{"containerPort": 53}, {"containerPort": 54, "protocol": "udp"}]}),
                 )],
                 json!({"networkMode": "host"}),
             ),
             0,
             64,
             "host",
-            vec![pm(53, Some(53), "tcp"), pm(53, Some(53), "udp")],
+            vec![pm(53, Some(53), "tcp"), pm(54, Some(54), "udp")],
+        ),
+        (
+            "named-port-mappings",
+            with_containers(
+                vec![c(
+                    json!({"portMappings": [{"containerPort": 80, "name": "web_http-1", "appProtocol": "http"}]}),
+                )],
+                json!({}),
+            ),
+            0,
+            64,
+            "bridge",
+            vec![],
+        ),
+        (
+            "accelerator-referenced",
+            with_containers(
+                vec![c(
+                    json!({"resourceRequirements": [{"type": "InferenceAccelerator", "value": "dev1"}, {"type": "GPU", "value": "1"}]}),
+                )],
+                json!({"inferenceAccelerators": [{"deviceName": "dev1", "deviceType": "eia2.medium"}]}),
+            ),
+            0,
+            64,
+            "bridge",
+            vec![],
+        ),
+        (
+            "security-options",
+            with_containers(
+                vec![c(
+                    json!({"dockerSecurityOptions": ["no-new-privileges", "apparmor:docker-default", "label:type:svirt_apache_t"], "linuxParameters": {"tmpfs": [{"containerPath": "/run", "size": 16, "mountOptions": ["nosuid", "mode=1777"]}]}}),
+                )],
+                json!({}),
+            ),
+            0,
+            64,
+            "bridge",
+            vec![],
         ),
         (
             "links-and-deps",

@@ -61,6 +61,48 @@ const KERNEL_CAPABILITIES: &[&str] = &[
     "SYSLOG",
     "WAKE_ALARM",
 ];
+/// Mount options the Tmpfs docs list as valid (`mode`, `uid`, ... take `=value`).
+const TMPFS_OPTIONS: &[&str] = &[
+    "defaults",
+    "ro",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "sync",
+    "async",
+    "dirsync",
+    "remount",
+    "mand",
+    "nomand",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "bind",
+    "rbind",
+    "unbindable",
+    "runbindable",
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "mode",
+    "uid",
+    "gid",
+    "nr_inodes",
+    "nr_blocks",
+    "mpol",
+];
 /// IPC-namespace sysctls (besides `fs.mqueue.*`), per the SystemControl docs.
 const IPC_SYSCTLS: &[&str] = &[
     "kernel.msgmax",
@@ -251,6 +293,21 @@ fn volume_names<'a>(
             at_launch += 1;
         }
         if let Some(efs) = obj_of(v, "efsVolumeConfiguration") {
+            let auth = obj_of(efs, "authorizationConfig");
+            if auth.and_then(|a| str_of(a, "iam")) == Some("ENABLED")
+                && str_of(efs, "transitEncryption") != Some("ENABLED")
+            {
+                return Err(client(format!(
+                    "Volume '{name}': transit encryption must be turned on when EFS IAM authorization is used."
+                )));
+            }
+            if auth.is_some_and(|a| a.contains_key("accessPointId"))
+                && str_of(efs, "rootDirectory").is_some_and(|r| r != "/")
+            {
+                return Err(client(format!(
+                    "Volume '{name}': with an EFS access point, rootDirectory must be omitted or '/'."
+                )));
+            }
             if let Some(port) = int_of(efs, "transitEncryptionPort") {
                 if !(1..=65535).contains(&port) {
                     return Err(client(format!(
@@ -475,9 +532,47 @@ fn validate_container(
     }
     if let Some(log) = obj_of(c, "logConfiguration") {
         let driver = str_of(log, "logDriver").unwrap_or("");
+        if driver == "awslogs" {
+            let options = obj_of(log, "options");
+            if options.is_some_and(|o| {
+                o.contains_key("awslogs-datetime-format")
+                    && o.contains_key("awslogs-multiline-pattern")
+            }) {
+                return Err(client(format!(
+                    "Container '{name}': awslogs-datetime-format and awslogs-multiline-pattern cannot both be configured."
+                )));
+            }
+        }
         if facts.fargate && !FARGATE_LOG_DRIVERS.contains(&driver) {
             return Err(client(format!(
                 "Log driver {driver} is not supported by tasks run on Fargate. Must be one of [awslogs,splunk,awsfirelens]"
+            )));
+        }
+    }
+    if let Some(fl) = obj_of(c, "firelensConfiguration") {
+        let file_type = obj_of(fl, "options").and_then(|o| str_of(o, "config-file-type"));
+        if facts.fargate && file_type.is_some_and(|t| t != "file") {
+            return Err(client(format!(
+                "Container '{name}': tasks run on Fargate only support the file FireLens configuration file type."
+            )));
+        }
+    }
+    if list_of(c, "credentialSpecs").len() > 1 {
+        return Err(client(format!(
+            "Container '{name}': credentialSpecs may contain at most one ARN."
+        )));
+    }
+    for opt in list_of(c, "dockerSecurityOptions")
+        .iter()
+        .filter_map(Value::as_str)
+    {
+        let ok = opt == "no-new-privileges"
+            || ["apparmor:", "label:", "credentialspec:"]
+                .iter()
+                .any(|p| opt.len() > p.len() && opt.starts_with(p));
+        if !ok {
+            return Err(client(format!(
+                "Container '{name}': invalid dockerSecurityOptions value '{opt}'. Valid values: no-new-privileges, apparmor:PROFILE, label:value, credentialspec:PATH."
             )));
         }
     }
@@ -643,6 +738,17 @@ fn validate_container_ports(
     for m in &mappings {
         let protocol = str_of(m, "protocol").unwrap_or("tcp");
         if let Some(port_name) = str_of(m, "name") {
+            let well_formed = !port_name.is_empty()
+                && port_name.len() <= 64
+                && !port_name.starts_with('-')
+                && port_name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !well_formed {
+                return Err(client(format!(
+                    "Container '{name}': invalid port mapping name '{port_name}'. Up to 64 lowercase letters, numbers, underscores and hyphens, not starting with a hyphen."
+                )));
+            }
             if !mapping_names.insert(port_name) {
                 return Err(client(format!(
                     "Container '{name}': duplicate port mapping name '{port_name}'."
@@ -701,6 +807,14 @@ fn validate_container_ports(
                     "When networkMode=host, the host ports and container ports in port mappings must match.",
                 ));
             }
+        }
+        if ranges
+            .iter()
+            .any(|(a, b, p)| *p != protocol && *a == container_port && *b == container_port)
+        {
+            return Err(client(format!(
+                "Container '{name}': container port {container_port} is exposed for more than one protocol. You can't expose the same container port for multiple protocols."
+            )));
         }
         if ranges
             .iter()
@@ -828,6 +942,14 @@ fn validate_linux_parameters(
             return Err(client(format!(
                 "Container '{name}': tmpfs size must be at least 1 MiB."
             )));
+        }
+        for opt in list_of(t, "mountOptions").iter().filter_map(Value::as_str) {
+            let key = opt.split_once('=').map_or(opt, |(k, _)| k);
+            if !TMPFS_OPTIONS.contains(&key) {
+                return Err(client(format!(
+                    "Container '{name}': invalid tmpfs mount option '{opt}'."
+                )));
+            }
         }
     }
     if let Some(swap) = int_of(lp, "maxSwap") {
@@ -1033,6 +1155,20 @@ fn validate_task_level(
         }
         if facts.network_mode != "awsvpc" {
             return Err(client("proxyConfiguration requires networkMode=awsvpc."));
+        }
+    }
+    for a in objects_of(def, "inferenceAccelerators") {
+        let device = str_of(a, "deviceName").unwrap_or("");
+        let referenced = objects_of(def, "containerDefinitions").any(|c| {
+            objects_of(c, "resourceRequirements").any(|r| {
+                str_of(r, "type") == Some("InferenceAccelerator")
+                    && str_of(r, "value") == Some(device)
+            })
+        });
+        if !referenced {
+            return Err(client(format!(
+                "Inference accelerator '{device}' must be referenced by a container's resourceRequirements."
+            )));
         }
     }
     if let Some(es) = obj_of(def, "ephemeralStorage") {

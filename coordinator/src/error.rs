@@ -36,6 +36,12 @@ pub enum ErrorKind {
     /// SSM: `InvalidActivation`, `InvalidActivationId`.
     InvalidActivation,
     InvalidActivationId,
+    /// SSM: invalid request parameters (`InvalidParameters`), filters, tokens.
+    InvalidParameters,
+    InvalidFilter,
+    InvalidNextToken,
+    /// ECS: a feature Berth (or the launch type) does not support.
+    UnsupportedFeatureException,
     ServerException,
 }
 
@@ -58,14 +64,16 @@ impl ErrorKind {
             ErrorKind::UnrecognizedClientException => "UnrecognizedClientException",
             ErrorKind::InvalidSignatureException => "InvalidSignatureException",
             ErrorKind::IncompleteSignatureException => "IncompleteSignatureException",
-            ErrorKind::MissingAuthenticationTokenException => {
-                "MissingAuthenticationTokenException"
-            }
+            ErrorKind::MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
             ErrorKind::RequestEntityTooLargeException => "RequestEntityTooLargeException",
             ErrorKind::LimitExceededException => "LimitExceededException",
             ErrorKind::TargetNotFoundException => "TargetNotFoundException",
             ErrorKind::InvalidActivation => "InvalidActivation",
             ErrorKind::InvalidActivationId => "InvalidActivationId",
+            ErrorKind::InvalidParameters => "InvalidParameters",
+            ErrorKind::InvalidFilter => "InvalidFilter",
+            ErrorKind::InvalidNextToken => "InvalidNextToken",
+            ErrorKind::UnsupportedFeatureException => "UnsupportedFeatureException",
             ErrorKind::ServerException => "ServerException",
         }
     }
@@ -73,8 +81,7 @@ impl ErrorKind {
     /// HTTP status AWS answers with for this exception.
     pub fn status(self) -> u16 {
         match self {
-            ErrorKind::UnrecognizedClientException
-            | ErrorKind::InvalidSignatureException
+            ErrorKind::InvalidSignatureException
             | ErrorKind::MissingAuthenticationTokenException
             | ErrorKind::AccessDeniedException => 403,
             ErrorKind::RequestEntityTooLargeException => 413,

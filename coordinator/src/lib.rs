@@ -1,1 +1,147 @@
-//! placeholder
+//! The Berth coordinator as a library: configuration, startup (credentials,
+//! store recovery, state owner, HTTP server) and shutdown, so the binary is a
+//! thin shell and tests can run a coordinator in-process on `127.0.0.1:0`.
+//!
+//! Code map: `http` (protocol, auth, dispatch) → `api`/`ssm`/`agent_channel`
+//! (handlers) → `state` (single owner: plan → store → apply → snapshot) →
+//! `model` (entities, commands, apply) and `store` (SQLite log + snapshots);
+//! `scheduler` is pure placement; `taskdef` is pure task-definition logic.
+
+pub mod agent_channel;
+pub mod api;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod scheduler;
+pub mod sigv4;
+pub mod ssm;
+pub mod state;
+pub mod store;
+pub mod taskdef;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use crate::sigv4::AccessKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Coordinator settings (the binary fills these from flags / `BERTH_*`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub account_id: String,
+    /// An instance with no poll for this long is `agentConnected: false`.
+    pub agent_timeout: Duration,
+    /// Region for resources created without a signed request (the `default`
+    /// cluster an agent may register into).
+    pub default_region: String,
+    /// Seed for ids and placement tie-breaks (tests); random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            account_id: "000000000000".into(),
+            agent_timeout: Duration::from_secs(60),
+            default_region: "us-east-1".into(),
+            seed: None,
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    addr: SocketAddr,
+    credentials: AccessKey,
+    shutdown_tx: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
+    owner: std::thread::JoinHandle<()>,
+}
+
+impl Coordinator {
+    /// Prepares the data dir and credentials, recovers state and starts serving
+    /// on `listener`. Returns once the coordinator is ready.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Coordinator, CoordinatorError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let credentials = credentials::load_or_create(&dir.join("credentials"))?;
+        let (state, owner) = state::start(
+            &dir.join("berth.db"),
+            state::Settings {
+                account_id: config.account_id.clone(),
+                default_region: config.default_region.clone(),
+            },
+            config.agent_timeout,
+            config.seed,
+        )?;
+        let addr = listener.local_addr().map_err(CoordinatorError::Listener)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let app = Arc::new(http::App {
+            state,
+            keys: vec![credentials.clone()],
+            account_id: config.account_id.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let mut stop = shutdown_rx;
+        let server = tokio::spawn(http::run(listener, app, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        Ok(Coordinator {
+            addr,
+            credentials,
+            shutdown_tx,
+            server,
+            owner,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin access key (as written in `DIR/credentials`).
+    pub fn credentials(&self) -> &AccessKey {
+        &self.credentials
+    }
+
+    /// Stops accepting, answers held long-polls, waits for in-flight requests,
+    /// then stops the state owner (everything acknowledged is already durable).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "server ended with error"),
+            Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+        // The server owned the last StateHandle; the owner thread now drains and ends.
+        let _ = tokio::task::spawn_blocking(move || self.owner.join()).await;
+    }
+}

@@ -1,0 +1,228 @@
+//! The server side of the agent channel (see `berth_api`): registration with a
+//! one-time activation, the authenticated long-poll for desired state (which is
+//! also the heartbeat), and idempotent state reports.
+//!
+//! **Architecture Invariant:** an agent can read and change only its own
+//! instance's tasks: poll answers only tasks placed on the authenticated
+//! instance, and `state::plan` ignores reports about any other task.
+
+use std::time::Duration;
+
+use berth_api::{
+    ChannelError, PollRequest, PollResponse, RegisterRequest, RegisterResponse, ReportAck,
+    StateReport, TaskSpec,
+};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::model::{Instance, Model, Task};
+use crate::state::{sha256_hex, Outcome, Request, StateHandle};
+
+/// Longest time a poll is held before answering "no change".
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// A channel answer: HTTP status and JSON body.
+pub type Answer = (u16, serde_json::Value);
+
+fn ok<T: Serialize>(v: &T) -> Answer {
+    match serde_json::to_value(v) {
+        Ok(v) => (200, v),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode channel answer");
+            error(500, "ServerException", "internal error")
+        }
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    let body = ChannelError {
+        code: code.to_string(),
+        message: message.to_string(),
+    };
+    (
+        status,
+        serde_json::to_value(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn from_api(e: ApiError) -> Answer {
+    match e.kind {
+        ErrorKind::ServerException => {
+            tracing::error!(error = %e.message, "agent channel internal error");
+            error(500, "ServerException", "internal error")
+        }
+        ErrorKind::AccessDeniedException => error(401, "Unauthorized", &e.message),
+        k => error(400, k.as_str(), &e.message),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Answer> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(400, "SerializationException", &format!("invalid body: {e}")))
+}
+
+/// Authenticates `instance id:secret`; answers the instance's internal id.
+pub fn authenticate(m: &Model, header: Option<&str>) -> Result<String, Answer> {
+    let unauthorized = || error(401, "Unauthorized", "invalid instance credentials");
+    let header = header.ok_or_else(unauthorized)?;
+    let (ec2_id, secret) = header.split_once(':').ok_or_else(unauthorized)?;
+    let id = m.instance_by_ec2_id.get(ec2_id).ok_or_else(unauthorized)?;
+    let inst = m.instances.get(id).ok_or_else(unauthorized)?;
+    let given = sha256_hex(secret);
+    if bool::from(given.as_bytes().ct_eq(inst.secret_hash.as_bytes())) {
+        Ok(inst.id.clone())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+pub async fn register(state: &StateHandle, body: &[u8]) -> Answer {
+    let req: RegisterRequest = match parse(body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    match state.submit(Request::RegisterInstance(req)).await {
+        Ok((
+            snap,
+            Outcome::Registered {
+                instance_id,
+                secret,
+            },
+        )) => {
+            let Some(inst) = snap.instances.get(&instance_id) else {
+                return error(500, "ServerException", "internal error");
+            };
+            let cluster_arn = snap
+                .clusters
+                .get(&inst.cluster)
+                .map(|c| c.arn.clone())
+                .unwrap_or_default();
+            state.heartbeats.beat(&inst.id);
+            tracing::info!(instance = %inst.ec2_instance_id, cluster = %inst.cluster, "instance registered");
+            ok(&RegisterResponse {
+                container_instance_arn: inst.arn.clone(),
+                cluster_arn,
+                instance_id: inst.ec2_instance_id.clone(),
+                secret,
+            })
+        }
+        Ok(_) => error(500, "ServerException", "internal error"),
+        Err(e) => from_api(e),
+    }
+}
+
+fn spec(t: &Task) -> TaskSpec {
+    TaskSpec {
+        task_arn: t.arn.clone(),
+        cluster_arn: t.cluster_arn.clone(),
+        task_definition_arn: t.task_definition_arn.clone(),
+        family: t.family.clone(),
+        revision: t.revision,
+        desired_status: t.desired_status,
+        network_mode: t.network_mode.clone(),
+        stop_reason: t.stopped_reason.clone(),
+        stop_code: t.stop_code,
+        containers: t.containers.iter().map(|c| c.spec.clone()).collect(),
+        reserved_ports: t.reserved_ports.clone(),
+    }
+}
+
+/// The answer for an instance at its current desired version.
+pub fn desired(m: &Model, inst: &Instance, known: u64) -> Option<PollResponse> {
+    if inst.status == "INACTIVE" {
+        return Some(PollResponse {
+            version: inst.desired_version,
+            changed: known != inst.desired_version,
+            tasks: vec![],
+            deregistered: true,
+        });
+    }
+    if inst.desired_version == known {
+        return None;
+    }
+    Some(PollResponse {
+        version: inst.desired_version,
+        changed: true,
+        tasks: m.active_tasks_on(&inst.id).map(|t| spec(t)).collect(),
+        deregistered: false,
+    })
+}
+
+pub async fn poll(
+    state: &StateHandle,
+    auth: Option<&str>,
+    body: &[u8],
+    mut shutdown: watch::Receiver<bool>,
+) -> Answer {
+    let id = match authenticate(&state.snapshot(), auth) {
+        Ok(id) => id,
+        Err(a) => return a,
+    };
+    let req: PollRequest = match parse(body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    state.heartbeats.beat(&id);
+    let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut snapshots = state.subscribe();
+    let answer = loop {
+        let snap = snapshots.borrow_and_update().clone();
+        let Some(inst) = snap.instances.get(&id) else {
+            break error(401, "Unauthorized", "instance is gone");
+        };
+        if let Some(resp) = desired(&snap, inst, req.known_version) {
+            break ok(&resp);
+        }
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break error(503, "ServiceUnavailable", "coordinator is stopping");
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                break ok(&PollResponse {
+                    version: inst.desired_version,
+                    changed: false,
+                    tasks: vec![],
+                    deregistered: false,
+                });
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                break ok(&PollResponse {
+                    version: inst.desired_version,
+                    changed: false,
+                    tasks: vec![],
+                    deregistered: false,
+                });
+            }
+        }
+    };
+    state.heartbeats.beat(&id);
+    answer
+}
+
+pub async fn report(state: &StateHandle, auth: Option<&str>, body: &[u8]) -> Answer {
+    let id = match authenticate(&state.snapshot(), auth) {
+        Ok(id) => id,
+        Err(a) => return a,
+    };
+    let report: StateReport = match parse(body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    state.heartbeats.beat(&id);
+    match state
+        .submit(Request::Report {
+            instance: id,
+            report,
+        })
+        .await
+    {
+        Ok((_, Outcome::Acked(seq))) => ok(&ReportAck { acked_seq: seq }),
+        Ok(_) => error(500, "ServerException", "internal error"),
+        Err(e) => from_api(e),
+    }
+}

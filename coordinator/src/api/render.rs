@@ -1,0 +1,233 @@
+//! Renders model entities as the ECS JSON objects botocore expects
+//! (`Cluster`, `Task`, `Container`, `ContainerInstance`, `Failure`, `Tag`).
+
+use berth_api::TaskStatus;
+use serde_json::{json, Map, Value};
+
+use crate::model::{Cluster, Failure, Instance, Model, Tag, Task};
+use crate::state::usage;
+
+pub fn tags(tags: &[Tag]) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|t| json!({"key": t.key, "value": t.value}))
+            .collect(),
+    )
+}
+
+pub fn failure(f: &Failure) -> Value {
+    let mut m = Map::new();
+    if let Some(a) = &f.arn {
+        m.insert("arn".into(), json!(a));
+    }
+    m.insert("reason".into(), json!(f.reason));
+    if let Some(d) = &f.detail {
+        m.insert("detail".into(), json!(d));
+    }
+    Value::Object(m)
+}
+
+pub fn cluster(m: &Model, c: &Cluster, with_tags: bool, with_stats: bool) -> Value {
+    let mut instances = 0;
+    for i in m.instances.values() {
+        if i.cluster == c.name && i.status != "INACTIVE" {
+            instances += 1;
+        }
+    }
+    let (mut running, mut pending) = (0u32, 0u32);
+    let (mut running_ext, mut pending_ext) = (0u32, 0u32);
+    if c.status == "ACTIVE" {
+        for t in m.tasks.values().filter(|t| t.cluster == c.name) {
+            match t.last_status {
+                TaskStatus::Running => {
+                    running += 1;
+                    if t.launch_type == "EXTERNAL" {
+                        running_ext += 1;
+                    }
+                }
+                s if s < TaskStatus::Running => {
+                    pending += 1;
+                    if t.launch_type == "EXTERNAL" {
+                        pending_ext += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let settings = if c.settings.is_empty() {
+        json!([{"name": "containerInsights", "value": "disabled"}])
+    } else {
+        Value::Array(c.settings.clone())
+    };
+    let mut out = json!({
+        "clusterArn": c.arn,
+        "clusterName": c.name,
+        "status": c.status,
+        "registeredContainerInstancesCount": instances,
+        "runningTasksCount": running,
+        "pendingTasksCount": pending,
+        "activeServicesCount": 0,
+        "statistics": [],
+        "tags": [],
+        "settings": settings,
+        "capacityProviders": [],
+        "defaultCapacityProviderStrategy": [],
+    });
+    if with_stats {
+        out["statistics"] = json!([
+            {"name": "runningEC2TasksCount", "value": (running - running_ext).to_string()},
+            {"name": "runningFargateTasksCount", "value": "0"},
+            {"name": "runningExternalTasksCount", "value": running_ext.to_string()},
+            {"name": "pendingEC2TasksCount", "value": (pending - pending_ext).to_string()},
+            {"name": "pendingFargateTasksCount", "value": "0"},
+            {"name": "pendingExternalTasksCount", "value": pending_ext.to_string()},
+            {"name": "activeEC2ServiceCount", "value": "0"},
+            {"name": "activeFargateServiceCount", "value": "0"},
+            {"name": "drainingEC2ServiceCount", "value": "0"},
+            {"name": "drainingFargateServiceCount", "value": "0"},
+        ]);
+    }
+    if with_tags {
+        out["tags"] = tags(&c.tags);
+    }
+    out
+}
+
+fn put_opt<T: serde::Serialize>(m: &mut Map<String, Value>, k: &str, v: &Option<T>) {
+    if let Some(v) = v {
+        m.insert(k.into(), json!(v));
+    }
+}
+
+pub fn task(t: &Task, with_tags: bool) -> Value {
+    let containers: Vec<Value> = t
+        .containers
+        .iter()
+        .map(|c| {
+            let mut o = Map::new();
+            o.insert("containerArn".into(), json!(c.arn));
+            o.insert("taskArn".into(), json!(t.arn));
+            o.insert("name".into(), json!(c.spec.name));
+            o.insert("image".into(), json!(c.spec.image));
+            put_opt(&mut o, "imageDigest", &c.image_digest);
+            put_opt(&mut o, "runtimeId", &c.runtime_id);
+            o.insert("lastStatus".into(), json!(c.last_status));
+            put_opt(&mut o, "exitCode", &c.exit_code);
+            put_opt(&mut o, "reason", &c.reason);
+            o.insert(
+                "networkBindings".into(),
+                Value::Array(
+                    c.network_bindings
+                        .iter()
+                        .map(|b| {
+                            json!({"bindIP": b.bind_ip, "containerPort": b.container_port,
+                                   "hostPort": b.host_port, "protocol": b.protocol})
+                        })
+                        .collect(),
+                ),
+            );
+            o.insert("networkInterfaces".into(), json!([]));
+            o.insert("healthStatus".into(), json!("UNKNOWN"));
+            o.insert("cpu".into(), json!(c.spec.cpu.to_string()));
+            if let Some(mem) = c.spec.memory {
+                o.insert("memory".into(), json!(mem.to_string()));
+            }
+            if let Some(mr) = c.spec.memory_reservation {
+                o.insert("memoryReservation".into(), json!(mr.to_string()));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("attachments".into(), json!([]));
+    o.insert("attributes".into(), json!([]));
+    o.insert("clusterArn".into(), json!(t.cluster_arn));
+    o.insert("containerInstanceArn".into(), json!(t.instance_arn));
+    o.insert("containers".into(), Value::Array(containers));
+    o.insert("cpu".into(), json!(t.cpu.to_string()));
+    o.insert("createdAt".into(), json!(t.created_at));
+    o.insert("desiredStatus".into(), json!(t.desired_status));
+    o.insert("enableExecuteCommand".into(), json!(false));
+    put_opt(&mut o, "executionStoppedAt", &t.execution_stopped_at);
+    o.insert("group".into(), json!(t.group));
+    o.insert("healthStatus".into(), json!("UNKNOWN"));
+    o.insert("lastStatus".into(), json!(t.last_status));
+    o.insert("launchType".into(), json!(t.launch_type));
+    o.insert("memory".into(), json!(t.memory.to_string()));
+    o.insert("overrides".into(), t.overrides.clone());
+    put_opt(&mut o, "pullStartedAt", &t.pull_started_at);
+    put_opt(&mut o, "pullStoppedAt", &t.pull_stopped_at);
+    put_opt(&mut o, "startedAt", &t.started_at);
+    put_opt(&mut o, "startedBy", &t.started_by);
+    put_opt(&mut o, "stopCode", &t.stop_code);
+    put_opt(&mut o, "stoppedAt", &t.stopped_at);
+    put_opt(&mut o, "stoppedReason", &t.stopped_reason);
+    put_opt(&mut o, "stoppingAt", &t.stopping_at);
+    if with_tags {
+        o.insert("tags".into(), tags(&t.tags));
+    }
+    o.insert("taskArn".into(), json!(t.arn));
+    o.insert("taskDefinitionArn".into(), json!(t.task_definition_arn));
+    o.insert("version".into(), json!(t.version));
+    Value::Object(o)
+}
+
+fn int_resource(name: &str, v: i64) -> Value {
+    json!({"name": name, "type": "INTEGER", "doubleValue": 0.0, "longValue": 0, "integerValue": v})
+}
+
+fn set_resource(name: &str, ports: impl Iterator<Item = String>) -> Value {
+    json!({"name": name, "type": "STRINGSET", "doubleValue": 0.0, "longValue": 0,
+           "integerValue": 0, "stringSetValue": ports.collect::<Vec<_>>()})
+}
+
+pub fn instance(m: &Model, i: &Instance, connected: bool, with_tags: bool) -> Value {
+    let u = usage(m, i);
+    let registered: Vec<Value> = i
+        .registered_resources
+        .iter()
+        .map(|r| {
+            if r.kind == "STRINGSET" {
+                set_resource(&r.name, r.string_set_value.iter().cloned())
+            } else {
+                int_resource(&r.name, r.integer_value)
+            }
+        })
+        .collect();
+    let remaining: Vec<Value> = i
+        .registered_resources
+        .iter()
+        .map(|r| match r.name.as_str() {
+            "CPU" => int_resource("CPU", r.integer_value - u.cpu),
+            "MEMORY" => int_resource("MEMORY", r.integer_value - u.memory),
+            "PORTS" => set_resource("PORTS", u.tcp.iter().map(|p| p.to_string())),
+            "PORTS_UDP" => set_resource("PORTS_UDP", u.udp.iter().map(|p| p.to_string())),
+            _ if r.kind == "STRINGSET" => set_resource(&r.name, r.string_set_value.iter().cloned()),
+            _ => int_resource(&r.name, r.integer_value),
+        })
+        .collect();
+    let mut out = json!({
+        "containerInstanceArn": i.arn,
+        "ec2InstanceId": i.ec2_instance_id,
+        "version": i.version,
+        "versionInfo": {"agentVersion": i.agent_version, "agentHash": "", "dockerVersion": "containerd"},
+        "remainingResources": remaining,
+        "registeredResources": registered,
+        "status": i.status,
+        "agentConnected": connected && i.status != "INACTIVE",
+        "runningTasksCount": u.running,
+        "pendingTasksCount": u.pending,
+        "attributes": i.attributes.iter().map(|a| {
+            let mut o = json!({"name": a.name});
+            if let Some(v) = &a.value { o["value"] = json!(v); }
+            o
+        }).collect::<Vec<_>>(),
+        "registeredAt": i.registered_at,
+        "attachments": [],
+    });
+    if with_tags {
+        out["tags"] = tags(&i.tags);
+    }
+    out
+}

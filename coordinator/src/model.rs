@@ -1,0 +1,559 @@
+//! The desired-state model: every entity the coordinator keeps (clusters, task
+//! definitions, container instances, tasks, activations, idempotency tokens),
+//! the closed set of fully-decided [`Command`]s that change it, and the
+//! infallible, deterministic [`Model::apply`].
+//!
+//! **Architecture Invariant:** `apply` makes no decisions: no clocks, no
+//! randomness, no I/O. Every id, timestamp and placement arrives inside the
+//! command (decided by `state::plan`), so replaying the log rebuilds exactly
+//! the model that was acknowledged.
+//!
+//! Maps hold `Arc`s so publishing an immutable snapshot is a cheap clone of
+//! the maps (reference-count bumps), and `apply` copies only what it changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use berth_api::{
+    Attribute, ContainerSpec, ContainerStatus, DesiredStatus, NetworkBinding, PortMapping,
+    Resource, StopCode, TaskStatus,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Epoch seconds, fractional, as ECS's JSON carries timestamps.
+pub type Timestamp = f64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    pub arn: String,
+    /// Region of the request that created it; ARNs of everything in it use it.
+    pub region: String,
+    /// `ACTIVE` or `INACTIVE` (deleted).
+    pub status: String,
+    pub tags: Vec<Tag>,
+    /// ECS `settings` (e.g. containerInsights), echoed back.
+    pub settings: Vec<Value>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    pub family: String,
+    pub revision: u32,
+    pub arn: String,
+    /// The normalised registration as `taskdef::validate_register` produced it.
+    pub definition: Map<String, Value>,
+    /// `ACTIVE`, `INACTIVE`.
+    pub status: String,
+    pub registered_at: Timestamp,
+    pub deregistered_at: Option<Timestamp>,
+    pub registered_by: String,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Family {
+    /// Highest revision ever registered (revisions are never reused).
+    pub last_revision: u32,
+    pub revisions: BTreeMap<u32, Arc<TaskDef>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// 32 hex characters; the last ARN segment.
+    pub id: String,
+    pub arn: String,
+    pub cluster: String,
+    /// ECS Anywhere managed instance id (`mi-` + 17 hex).
+    pub ec2_instance_id: String,
+    /// Hex SHA-256 of the per-instance secret.
+    pub secret_hash: String,
+    /// `ACTIVE`, `DRAINING`, `INACTIVE`.
+    pub status: String,
+    pub registered_resources: Vec<Resource>,
+    pub attributes: Vec<Attribute>,
+    pub registered_at: Timestamp,
+    pub agent_version: String,
+    pub hostname: String,
+    pub activation_id: String,
+    pub tags: Vec<Tag>,
+    /// ECS `version`: bumps whenever the instance's view changes.
+    pub version: u64,
+    /// Version of this instance's desired state (what the agent long-polls).
+    pub desired_version: u64,
+    /// Highest state-report sequence number applied.
+    pub last_seq: u64,
+}
+
+impl Instance {
+    pub fn resource_int(&self, name: &str) -> i64 {
+        self.registered_resources
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.integer_value)
+            .unwrap_or(0)
+    }
+    pub fn resource_ports(&self, name: &str) -> BTreeSet<u16> {
+        self.registered_resources
+            .iter()
+            .filter(|r| r.name == name)
+            .flat_map(|r| r.string_set_value.iter())
+            .filter_map(|p| p.parse::<u16>().ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskContainer {
+    pub spec: ContainerSpec,
+    pub arn: String,
+    pub last_status: ContainerStatus,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub image_digest: Option<String>,
+    pub network_bindings: Vec<NetworkBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// 32 hex characters; the last ARN segment.
+    pub id: String,
+    pub arn: String,
+    pub cluster: String,
+    pub cluster_arn: String,
+    pub task_definition_arn: String,
+    pub family: String,
+    pub revision: u32,
+    pub instance_id: String,
+    pub instance_arn: String,
+    pub containers: Vec<TaskContainer>,
+    pub overrides: Value,
+    pub cpu: u32,
+    pub memory: u32,
+    pub network_mode: String,
+    /// Static host ports reserved for this task.
+    pub reserved_ports: Vec<PortMapping>,
+    pub last_status: TaskStatus,
+    pub desired_status: DesiredStatus,
+    pub stop_code: Option<StopCode>,
+    pub stopped_reason: Option<String>,
+    pub created_at: Timestamp,
+    pub pull_started_at: Option<Timestamp>,
+    pub pull_stopped_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub stopping_at: Option<Timestamp>,
+    pub execution_stopped_at: Option<Timestamp>,
+    pub stopped_at: Option<Timestamp>,
+    pub started_by: Option<String>,
+    pub group: String,
+    pub launch_type: String,
+    pub version: u64,
+    pub tags: Vec<Tag>,
+}
+
+impl Task {
+    /// Whether the task still holds resources on its instance.
+    pub fn is_active(&self) -> bool {
+        self.last_status != TaskStatus::Stopped
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    pub id: String,
+    /// Hex SHA-256 of the activation code (the code itself is never stored).
+    pub code_hash: String,
+    pub description: Option<String>,
+    pub default_instance_name: Option<String>,
+    pub iam_role: String,
+    pub registration_limit: u32,
+    pub registrations_count: u32,
+    pub expiration: Timestamp,
+    pub created: Timestamp,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub arn: Option<String>,
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+/// What a RunTask with a clientToken produced, returned again on a retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenResult {
+    pub task_ids: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+/// A resource that carries tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagTarget {
+    Cluster(String),
+    TaskDef(String, u32),
+    Task(String),
+    Instance(String),
+}
+
+/// A fully-decided change. Stored in the log; replayed by `apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a cluster or reactivate an INACTIVE one.
+    PutCluster(Cluster),
+    DeleteCluster {
+        name: String,
+    },
+    RegisterTaskDef(TaskDef),
+    DeregisterTaskDef {
+        family: String,
+        revision: u32,
+        at: Timestamp,
+    },
+    /// New tasks or new full states of existing tasks, plus an optional
+    /// idempotency record (`cluster\ntoken` → result).
+    PutTasks {
+        tasks: Vec<Task>,
+        token: Option<(String, TokenResult)>,
+    },
+    /// An agent's state report: its sequence number and the resulting tasks.
+    Report {
+        instance: String,
+        seq: u64,
+        tasks: Vec<Task>,
+    },
+    RegisterInstance {
+        instance: Instance,
+    },
+    /// Instance becomes INACTIVE; `tasks` are its tasks' final states.
+    DeregisterInstance {
+        id: String,
+        tasks: Vec<Task>,
+    },
+    PutActivation(Activation),
+    DeleteActivation {
+        id: String,
+    },
+    SetTags {
+        target: TagTarget,
+        tags: Vec<Tag>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub families: BTreeMap<String, Arc<Family>>,
+    pub instances: BTreeMap<String, Arc<Instance>>,
+    /// `mi-...` → instance id.
+    pub instance_by_ec2_id: BTreeMap<String, String>,
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    /// Derived index (rebuilt on load): instance id → ids of its active tasks.
+    #[serde(skip)]
+    pub active_by_instance: BTreeMap<String, Arc<BTreeSet<String>>>,
+    pub tokens: BTreeMap<String, TokenResult>,
+    pub activations: BTreeMap<String, Arc<Activation>>,
+}
+
+impl Model {
+    /// Rebuilds derived indexes after deserialising a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        let mut idx: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| t.is_active()) {
+            idx.entry(t.instance_id.clone())
+                .or_default()
+                .insert(t.id.clone());
+        }
+        self.active_by_instance = idx.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    }
+
+    pub fn task_def(&self, family: &str, revision: u32) -> Option<&Arc<TaskDef>> {
+        self.families.get(family)?.revisions.get(&revision)
+    }
+
+    /// Active (not STOPPED) tasks on an instance.
+    pub fn active_tasks_on<'a>(&'a self, instance: &str) -> impl Iterator<Item = &'a Arc<Task>> {
+        self.active_by_instance
+            .get(instance)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Applies a decided command. Infallible: references to entities that do
+    /// not exist are skipped (they cannot occur for commands `plan` produced).
+    pub fn apply(&mut self, cmd: &Command) {
+        match cmd {
+            Command::PutCluster(c) => {
+                self.clusters.insert(c.name.clone(), Arc::new(c.clone()));
+            }
+            Command::DeleteCluster { name } => {
+                if let Some(c) = self.clusters.get_mut(name) {
+                    Arc::make_mut(c).status = "INACTIVE".to_string();
+                }
+            }
+            Command::RegisterTaskDef(td) => {
+                let fam = Arc::make_mut(self.families.entry(td.family.clone()).or_default());
+                fam.last_revision = fam.last_revision.max(td.revision);
+                fam.revisions.insert(td.revision, Arc::new(td.clone()));
+            }
+            Command::DeregisterTaskDef {
+                family,
+                revision,
+                at,
+            } => {
+                if let Some(fam) = self.families.get_mut(family) {
+                    if let Some(td) = Arc::make_mut(fam).revisions.get_mut(revision) {
+                        let td = Arc::make_mut(td);
+                        td.status = "INACTIVE".to_string();
+                        td.deregistered_at = Some(*at);
+                    }
+                }
+            }
+            Command::PutTasks { tasks, token } => {
+                for t in tasks {
+                    self.put_task(t);
+                }
+                if let Some((key, result)) = token {
+                    self.tokens.insert(key.clone(), result.clone());
+                }
+            }
+            Command::Report {
+                instance,
+                seq,
+                tasks,
+            } => {
+                for t in tasks {
+                    self.put_task(t);
+                }
+                if let Some(i) = self.instances.get_mut(instance) {
+                    let i = Arc::make_mut(i);
+                    i.last_seq = i.last_seq.max(*seq);
+                }
+            }
+            Command::RegisterInstance { instance } => {
+                if let Some(a) = self.activations.get_mut(&instance.activation_id) {
+                    Arc::make_mut(a).registrations_count += 1;
+                }
+                self.instance_by_ec2_id
+                    .insert(instance.ec2_instance_id.clone(), instance.id.clone());
+                self.instances
+                    .insert(instance.id.clone(), Arc::new(instance.clone()));
+            }
+            Command::DeregisterInstance { id, tasks } => {
+                for t in tasks {
+                    self.put_task(t);
+                }
+                if let Some(i) = self.instances.get_mut(id) {
+                    let i = Arc::make_mut(i);
+                    i.status = "INACTIVE".to_string();
+                    i.version += 1;
+                    i.desired_version += 1;
+                }
+            }
+            Command::PutActivation(a) => {
+                self.activations.insert(a.id.clone(), Arc::new(a.clone()));
+            }
+            Command::DeleteActivation { id } => {
+                self.activations.remove(id);
+            }
+            Command::SetTags { target, tags } => match target {
+                TagTarget::Cluster(name) => {
+                    if let Some(c) = self.clusters.get_mut(name) {
+                        Arc::make_mut(c).tags = tags.clone();
+                    }
+                }
+                TagTarget::TaskDef(family, rev) => {
+                    if let Some(fam) = self.families.get_mut(family) {
+                        if let Some(td) = Arc::make_mut(fam).revisions.get_mut(rev) {
+                            Arc::make_mut(td).tags = tags.clone();
+                        }
+                    }
+                }
+                TagTarget::Task(id) => {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        let t = Arc::make_mut(t);
+                        t.tags = tags.clone();
+                    }
+                }
+                TagTarget::Instance(id) => {
+                    if let Some(i) = self.instances.get_mut(id) {
+                        Arc::make_mut(i).tags = tags.clone();
+                    }
+                }
+            },
+        }
+    }
+
+    /// Stores a task's new state, keeps the active index, and bumps the
+    /// instance's desired-state version when what the agent must do changed.
+    fn put_task(&mut self, t: &Task) {
+        let old = self.tasks.get(&t.id).cloned();
+        let agent_visible_change = match &old {
+            None => true,
+            Some(o) => {
+                o.desired_status != t.desired_status
+                    || o.stop_code != t.stop_code
+                    || o.stopped_reason != t.stopped_reason
+                    || o.is_active() != t.is_active()
+            }
+        };
+        let resources_changed = match &old {
+            None => true,
+            Some(o) => o.is_active() != t.is_active(),
+        };
+        if t.is_active() {
+            let set = self
+                .active_by_instance
+                .entry(t.instance_id.clone())
+                .or_default();
+            Arc::make_mut(set).insert(t.id.clone());
+        } else if let Some(set) = self.active_by_instance.get_mut(&t.instance_id) {
+            Arc::make_mut(set).remove(&t.id);
+            if set.is_empty() {
+                self.active_by_instance.remove(&t.instance_id);
+            }
+        }
+        self.tasks.insert(t.id.clone(), Arc::new(t.clone()));
+        if let Some(i) = self.instances.get_mut(&t.instance_id) {
+            if agent_visible_change || resources_changed {
+                let i = Arc::make_mut(i);
+                if agent_visible_change {
+                    i.desired_version += 1;
+                }
+                if resources_changed {
+                    i.version += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            arn: format!("arn:aws:ecs:us-east-1:0:container-instance/c/{id}"),
+            cluster: "c".into(),
+            ec2_instance_id: format!("mi-{id}"),
+            secret_hash: String::new(),
+            status: "ACTIVE".into(),
+            registered_resources: vec![],
+            attributes: vec![],
+            registered_at: 1.0,
+            agent_version: "1".into(),
+            hostname: "h".into(),
+            activation_id: "a".into(),
+            tags: vec![],
+            version: 1,
+            desired_version: 0,
+            last_seq: 0,
+        }
+    }
+
+    fn task(id: &str, inst: &str) -> Task {
+        Task {
+            id: id.into(),
+            arn: format!("arn:aws:ecs:us-east-1:0:task/c/{id}"),
+            cluster: "c".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:0:cluster/c".into(),
+            task_definition_arn: "arn:aws:ecs:us-east-1:0:task-definition/f:1".into(),
+            family: "f".into(),
+            revision: 1,
+            instance_id: inst.into(),
+            instance_arn: String::new(),
+            containers: vec![],
+            overrides: Value::Null,
+            cpu: 10,
+            memory: 10,
+            network_mode: "bridge".into(),
+            reserved_ports: vec![],
+            last_status: TaskStatus::Pending,
+            desired_status: DesiredStatus::Running,
+            stop_code: None,
+            stopped_reason: None,
+            created_at: 1.0,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            started_at: None,
+            stopping_at: None,
+            execution_stopped_at: None,
+            stopped_at: None,
+            started_by: None,
+            group: "family:f".into(),
+            launch_type: "EXTERNAL".into(),
+            version: 1,
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn put_task_tracks_active_index_and_desired_version() {
+        let mut m = Model::default();
+        m.apply(&Command::RegisterInstance {
+            instance: instance("i1"),
+        });
+        let t = task("t1", "i1");
+        m.apply(&Command::PutTasks {
+            tasks: vec![t.clone()],
+            token: None,
+        });
+        assert_eq!(m.active_tasks_on("i1").count(), 1);
+        assert_eq!(m.instances["i1"].desired_version, 1);
+
+        // A report that only changes lastStatus to RUNNING is not agent-visible.
+        let mut running = t.clone();
+        running.last_status = TaskStatus::Running;
+        m.apply(&Command::Report {
+            instance: "i1".into(),
+            seq: 3,
+            tasks: vec![running.clone()],
+        });
+        assert_eq!(m.instances["i1"].desired_version, 1);
+        assert_eq!(m.instances["i1"].last_seq, 3);
+
+        let mut stopped = running;
+        stopped.last_status = TaskStatus::Stopped;
+        stopped.desired_status = DesiredStatus::Stopped;
+        m.apply(&Command::PutTasks {
+            tasks: vec![stopped],
+            token: None,
+        });
+        assert_eq!(m.active_tasks_on("i1").count(), 0);
+        assert_eq!(m.instances["i1"].desired_version, 2);
+    }
+
+    #[test]
+    fn snapshot_round_trip_rebuilds_indexes() {
+        let mut m = Model::default();
+        m.apply(&Command::RegisterInstance {
+            instance: instance("i1"),
+        });
+        m.apply(&Command::PutTasks {
+            tasks: vec![task("t1", "i1"), task("t2", "i1")],
+            token: Some((
+                "c\ntok".into(),
+                TokenResult {
+                    task_ids: vec!["t1".into(), "t2".into()],
+                    failures: vec![],
+                },
+            )),
+        });
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let mut back: Model = serde_json::from_slice(&bytes).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, m);
+    }
+}

@@ -1,0 +1,299 @@
+//! Task placement: a pure function from candidate instances (already reduced
+//! to what placement needs) and a task's requirements to placements, or to a
+//! reason per instance why nothing fits.
+//!
+//! **Architecture Invariant:** the scheduler does no I/O and reads no clock;
+//! randomness comes from the caller's seedable RNG, so a seed reproduces a plan.
+//!
+//! Pipeline, as ECS: filter (status ACTIVE, agent connected, CPU, MEMORY,
+//! PORTS, PORTS_UDP), then pick uniformly among feasible instances (ECS's
+//! default RunTask strategy is random). Each placement deducts its resources
+//! before the next task is placed, so one plan never overcommits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+
+/// What placement needs to know about one container instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub arn: String,
+    /// `ACTIVE`, `DRAINING`, `INACTIVE`.
+    pub status: String,
+    pub connected: bool,
+    pub cpu_remaining: i64,
+    pub memory_remaining: i64,
+    /// TCP host ports taken (reserved by the instance or used by tasks).
+    pub tcp_used: BTreeSet<u16>,
+    pub udp_used: BTreeSet<u16>,
+}
+
+/// One task's needs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Need {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+}
+
+/// Why an instance cannot take a task; `reason()` is the ECS failure reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    Inactive,
+    Draining,
+    Agent,
+    Cpu,
+    Memory,
+    Ports,
+    PortsUdp,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Inactive => "INACTIVE",
+            Rejection::Draining => "DRAINING",
+            Rejection::Agent => "AGENT",
+            Rejection::Cpu => "RESOURCE:CPU",
+            Rejection::Memory => "RESOURCE:MEMORY",
+            Rejection::Ports => "RESOURCE:PORTS",
+            Rejection::PortsUdp => "RESOURCE:PORTS_UDP",
+        }
+    }
+}
+
+/// The outcome of placing `count` copies of a task.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Instance id per placed task, in placement order.
+    pub placements: Vec<String>,
+    /// `(instance arn, reason)` for each instance that rejected an unplaced task.
+    pub failures: Vec<(String, &'static str)>,
+}
+
+/// First filter an instance fails for `need`, in ECS's order.
+pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
+    match c.status.as_str() {
+        "ACTIVE" => {}
+        "DRAINING" => return Err(Rejection::Draining),
+        _ => return Err(Rejection::Inactive),
+    }
+    if !c.connected {
+        return Err(Rejection::Agent);
+    }
+    if c.cpu_remaining < need.cpu {
+        return Err(Rejection::Cpu);
+    }
+    if c.memory_remaining < need.memory {
+        return Err(Rejection::Memory);
+    }
+    if need.tcp_ports.iter().any(|p| c.tcp_used.contains(p)) {
+        return Err(Rejection::Ports);
+    }
+    if need.udp_ports.iter().any(|p| c.udp_used.contains(p)) {
+        return Err(Rejection::PortsUdp);
+    }
+    Ok(())
+}
+
+fn take(c: &mut Candidate, need: &Need) {
+    c.cpu_remaining -= need.cpu;
+    c.memory_remaining -= need.memory;
+    c.tcp_used.extend(need.tcp_ports.iter().copied());
+    c.udp_used.extend(need.udp_ports.iter().copied());
+}
+
+fn record_failures(cands: &[Candidate], need: &Need, failures: &mut Vec<(String, &'static str)>) {
+    let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+    for c in cands {
+        if let Err(r) = check(c, need) {
+            if seen.insert(c.arn.as_str(), ()).is_none()
+                && !failures.iter().any(|(a, _)| a == &c.arn)
+            {
+                failures.push((c.arn.clone(), r.reason()));
+            }
+        }
+    }
+}
+
+/// Places `count` copies of a task on any of `cands` (RunTask).
+pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
+    let mut plan = Plan::default();
+    for _ in 0..count {
+        let feasible: Vec<usize> = cands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| check(c, need).is_ok())
+            .map(|(i, _)| i)
+            .collect();
+        if feasible.is_empty() {
+            record_failures(&cands, need, &mut plan.failures);
+            break;
+        }
+        let pick = feasible[rng.gen_range(0..feasible.len())];
+        take(&mut cands[pick], need);
+        plan.placements.push(cands[pick].id.clone());
+    }
+    plan
+}
+
+/// Places one copy of a task on each of `cands`, in order (StartTask). The same
+/// instance listed twice gets two tasks if it has room for both.
+pub fn place_on_each(mut cands: Vec<Candidate>, need: &Need) -> Plan {
+    let mut plan = Plan::default();
+    // Index by id so repeated instances share deductions.
+    let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, c) in cands.iter().enumerate() {
+        by_id.entry(c.id.clone()).or_insert(i);
+    }
+    for i in 0..cands.len() {
+        let idx = by_id.get(&cands[i].id).copied().unwrap_or(i);
+        match check(&cands[idx], need) {
+            Ok(()) => {
+                take(&mut cands[idx], need);
+                plan.placements.push(cands[idx].id.clone());
+            }
+            Err(r) => plan.failures.push((cands[idx].arn.clone(), r.reason())),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn cand(id: &str, cpu: i64, mem: i64, tcp: &[u16]) -> Candidate {
+        Candidate {
+            id: id.into(),
+            arn: format!("arn/{id}"),
+            status: "ACTIVE".into(),
+            connected: true,
+            cpu_remaining: cpu,
+            memory_remaining: mem,
+            tcp_used: tcp.iter().copied().collect(),
+            udp_used: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn check_table() {
+        let need = Need {
+            cpu: 256,
+            memory: 512,
+            tcp_ports: vec![80],
+            udp_ports: vec![53],
+        };
+        let mut draining = cand("d", 2048, 2048, &[]);
+        draining.status = "DRAINING".into();
+        let mut inactive = cand("x", 2048, 2048, &[]);
+        inactive.status = "INACTIVE".into();
+        let mut gone = cand("g", 2048, 2048, &[]);
+        gone.connected = false;
+        let mut udp = cand("u", 2048, 2048, &[]);
+        udp.udp_used.insert(53);
+        let table: Vec<(Candidate, Result<(), Rejection>)> = vec![
+            (cand("ok", 256, 512, &[22]), Ok(())),
+            (cand("cpu", 255, 512, &[]), Err(Rejection::Cpu)),
+            (cand("mem", 256, 511, &[]), Err(Rejection::Memory)),
+            (cand("port", 256, 512, &[80]), Err(Rejection::Ports)),
+            (udp, Err(Rejection::PortsUdp)),
+            (draining, Err(Rejection::Draining)),
+            (inactive, Err(Rejection::Inactive)),
+            (gone, Err(Rejection::Agent)),
+            // CPU is checked before memory, as ECS reports the first misfit.
+            (cand("both", 1, 1, &[]), Err(Rejection::Cpu)),
+        ];
+        for (c, want) in table {
+            assert_eq!(check(&c, &need), want, "candidate {}", c.id);
+        }
+        assert_eq!(Rejection::Memory.reason(), "RESOURCE:MEMORY");
+        assert_eq!(Rejection::Agent.reason(), "AGENT");
+    }
+
+    #[test]
+    fn place_deducts_and_never_overcommits() {
+        let need = Need {
+            cpu: 512,
+            memory: 256,
+            ..Need::default()
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        // 1024 cpu each: two tasks per instance, four in all.
+        let plan = place(
+            vec![cand("a", 1024, 4096, &[]), cand("b", 1024, 4096, &[])],
+            &need,
+            6,
+            &mut rng,
+        );
+        assert_eq!(plan.placements.len(), 4);
+        assert_eq!(plan.placements.iter().filter(|p| *p == "a").count(), 2);
+        assert_eq!(plan.placements.iter().filter(|p| *p == "b").count(), 2);
+        assert_eq!(
+            plan.failures,
+            vec![
+                ("arn/a".to_string(), "RESOURCE:CPU"),
+                ("arn/b".to_string(), "RESOURCE:CPU")
+            ]
+        );
+    }
+
+    #[test]
+    fn static_host_port_fits_once_per_instance() {
+        let need = Need {
+            cpu: 0,
+            memory: 16,
+            tcp_ports: vec![8080],
+            udp_ports: vec![],
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let plan = place(vec![cand("a", 1024, 4096, &[22])], &need, 2, &mut rng);
+        assert_eq!(plan.placements, vec!["a".to_string()]);
+        assert_eq!(plan.failures, vec![("arn/a".to_string(), "RESOURCE:PORTS")]);
+    }
+
+    #[test]
+    fn same_seed_same_plan() {
+        let need = Need {
+            cpu: 1,
+            memory: 1,
+            ..Need::default()
+        };
+        let cands: Vec<Candidate> = (0..5)
+            .map(|i| cand(&format!("i{i}"), 100, 100, &[]))
+            .collect();
+        let a = place(cands.clone(), &need, 10, &mut StdRng::seed_from_u64(42));
+        let b = place(cands, &need, 10, &mut StdRng::seed_from_u64(42));
+        assert_eq!(a, b);
+        assert_eq!(a.placements.len(), 10);
+    }
+
+    #[test]
+    fn place_on_each_reports_per_instance() {
+        let need = Need {
+            cpu: 600,
+            memory: 1,
+            ..Need::default()
+        };
+        let plan = place_on_each(
+            vec![
+                cand("a", 1024, 100, &[]),
+                cand("b", 100, 100, &[]),
+                cand("a", 1024, 100, &[]),
+            ],
+            &need,
+        );
+        assert_eq!(plan.placements, vec!["a".to_string()]);
+        assert_eq!(
+            plan.failures,
+            vec![
+                ("arn/b".to_string(), "RESOURCE:CPU"),
+                ("arn/a".to_string(), "RESOURCE:CPU")
+            ]
+        );
+    }
+}

@@ -1,0 +1,1267 @@
+//! The single owner of desired state.
+//!
+//! API handlers and the agent channel send a [`Request`] over a channel to one
+//! owner thread. For each request the owner runs the PURE [`plan`] step against
+//! the current model: it validates against state and decides everything (ids,
+//! timestamps, placements, secrets) into [`Command`]s. The owner then appends
+//! the batch's commands to the store durably, applies them with the
+//! infallible `Model::apply`, publishes a new immutable snapshot, and only then
+//! replies. Requests that arrive together are planned in order against the
+//! evolving model and committed in one transaction (group commit).
+//!
+//! **Architecture Invariant:** only the owner thread writes the model or the
+//! store, and planning is serialised there, so concurrent RunTasks can never
+//! overcommit an instance. Readers use snapshots and never wait on writes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_api::{
+    ContainerStatus, DesiredStatus, RegisterRequest, StateReport, StopCode, TaskStatus,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{ApiError, ErrorKind};
+use crate::model::{
+    Activation, Cluster, Command, Failure, Instance, Model, Tag, TagTarget, Task, TaskContainer,
+    TaskDef, TokenResult,
+};
+use crate::scheduler::{self, Candidate, Need};
+use crate::store::{Store, StoreError};
+use crate::taskdef::{self, TaskDefRef};
+
+/// How many commands between snapshots of the model.
+const SNAPSHOT_EVERY: u64 = 1000;
+/// Most requests planned into one commit.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot decode stored record {seq}: {source}")]
+    Decode { seq: u64, source: serde_json::Error },
+    #[error("state owner thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Fixed facts the planner needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub account_id: String,
+    /// Region for things created without a signed request (the `default`
+    /// cluster an agent registers into).
+    pub default_region: String,
+}
+
+/// Last-poll times of agents. Heartbeats are not desired state: they are kept
+/// in memory only and never written to the store.
+#[derive(Debug)]
+pub struct Heartbeats {
+    seen: Mutex<HashMap<String, Instant>>,
+    timeout: Duration,
+}
+
+impl Heartbeats {
+    pub fn new(timeout: Duration) -> Heartbeats {
+        Heartbeats {
+            seen: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+    pub fn beat(&self, instance: &str) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(instance.to_string(), Instant::now());
+        }
+    }
+    pub fn is_connected(&self, instance: &str) -> bool {
+        match self.seen.lock() {
+            Ok(m) => m.get(instance).is_some_and(|t| t.elapsed() < self.timeout),
+            Err(_) => false,
+        }
+    }
+}
+
+/// A request to change state, already parsed and validated in isolation.
+#[derive(Debug, Clone)]
+pub enum Request {
+    CreateCluster {
+        name: String,
+        region: String,
+        tags: Vec<Tag>,
+        settings: Vec<Value>,
+    },
+    DeleteCluster {
+        cluster: String,
+    },
+    RegisterTaskDef {
+        family: String,
+        definition: serde_json::Map<String, Value>,
+        tags: Vec<Tag>,
+        region: String,
+    },
+    DeregisterTaskDef {
+        reference: String,
+    },
+    RunTask(RunTask),
+    StopTask {
+        cluster: Option<String>,
+        task: String,
+        reason: Option<String>,
+    },
+    DeregisterInstance {
+        cluster: Option<String>,
+        instance: String,
+        force: bool,
+    },
+    TagResource {
+        arn: String,
+        tags: Vec<Tag>,
+    },
+    UntagResource {
+        arn: String,
+        keys: Vec<String>,
+    },
+    CreateActivation {
+        iam_role: String,
+        description: Option<String>,
+        default_instance_name: Option<String>,
+        registration_limit: u32,
+        expiration: Option<f64>,
+        tags: Vec<Tag>,
+    },
+    DeleteActivation {
+        id: String,
+    },
+    RegisterInstance(RegisterRequest),
+    Report {
+        instance: String,
+        report: StateReport,
+    },
+}
+
+/// RunTask or (with `instances`) StartTask.
+#[derive(Debug, Clone, Default)]
+pub struct RunTask {
+    pub cluster: Option<String>,
+    pub task_definition: String,
+    pub count: u32,
+    pub overrides: Option<Value>,
+    pub started_by: Option<String>,
+    pub group: Option<String>,
+    pub client_token: Option<String>,
+    pub launch_type: Option<String>,
+    pub tags: Vec<Tag>,
+    /// StartTask: the explicit container instances (one task on each).
+    pub instances: Option<Vec<String>>,
+}
+
+/// What a planned request produced, for the handler to render.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Cluster(String),
+    TaskDef {
+        family: String,
+        revision: u32,
+    },
+    Tasks {
+        ids: Vec<String>,
+        failures: Vec<Failure>,
+    },
+    Task(String),
+    Instance(String),
+    Registered {
+        instance_id: String,
+        secret: String,
+    },
+    Activation {
+        id: String,
+        code: String,
+    },
+    Acked(u64),
+    Done,
+}
+
+/// Decisions a plan may draw on: the clock, randomness, agent liveness.
+pub struct Ctx<'a> {
+    pub now: f64,
+    pub rng: &'a mut StdRng,
+    pub connected: &'a dyn Fn(&str) -> bool,
+    pub settings: &'a Settings,
+}
+
+pub fn now_secs() -> f64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    // Millisecond precision, as ECS returns.
+    (d.as_millis() as f64) / 1000.0
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_hex(rng: &mut StdRng, bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rng.gen()).collect();
+    hex::encode(buf)
+}
+
+fn random_uuid(rng: &mut StdRng) -> String {
+    uuid::Builder::from_random_bytes(rng.gen())
+        .into_uuid()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Lookups shared by planning and the read-only handlers.
+
+/// Last path segment of an ARN-ish reference, or the reference itself.
+fn arn_tail(s: &str) -> &str {
+    if s.starts_with("arn:") {
+        s.rsplit('/').next().unwrap_or(s)
+    } else {
+        s
+    }
+}
+
+/// Cluster name from a name or a cluster ARN.
+pub fn cluster_name(reference: &str) -> &str {
+    if let Some(rest) = reference.strip_prefix("arn:") {
+        match rest.split_once(":cluster/") {
+            Some((_, name)) => name,
+            None => reference,
+        }
+    } else {
+        reference
+    }
+}
+
+/// Any cluster (ACTIVE or INACTIVE) by name or ARN; `default` when none given.
+pub fn find_cluster<'a>(m: &'a Model, reference: Option<&str>) -> Option<&'a Arc<Cluster>> {
+    m.clusters.get(cluster_name(reference.unwrap_or("default")))
+}
+
+/// An ACTIVE cluster, or `ClusterNotFoundException`.
+pub fn active_cluster<'a>(
+    m: &'a Model,
+    reference: Option<&str>,
+) -> Result<&'a Arc<Cluster>, ApiError> {
+    match find_cluster(m, reference) {
+        Some(c) if c.status == "ACTIVE" => Ok(c),
+        Some(_) => Err(ApiError::new(
+            ErrorKind::ClusterNotFoundException,
+            "The referenced cluster was inactive.",
+        )),
+        None => Err(ApiError::cluster_not_found()),
+    }
+}
+
+/// A task of `cluster` by ARN or id.
+pub fn find_task<'a>(m: &'a Model, cluster: &str, reference: &str) -> Option<&'a Arc<Task>> {
+    m.tasks
+        .get(arn_tail(reference))
+        .filter(|t| t.cluster == cluster)
+}
+
+/// A container instance of `cluster` by ARN or id.
+pub fn find_instance<'a>(
+    m: &'a Model,
+    cluster: &str,
+    reference: &str,
+) -> Option<&'a Arc<Instance>> {
+    m.instances
+        .get(arn_tail(reference))
+        .filter(|i| i.cluster == cluster)
+}
+
+/// Resolves a task-definition reference: a family means its latest ACTIVE revision.
+pub fn find_task_def<'a>(m: &'a Model, reference: &TaskDefRef) -> Option<&'a Arc<TaskDef>> {
+    match reference {
+        TaskDefRef::Family(f) => m
+            .families
+            .get(f)?
+            .revisions
+            .values()
+            .rev()
+            .find(|td| td.status == "ACTIVE"),
+        TaskDefRef::Revision { family, revision } => m.task_def(family, *revision),
+    }
+}
+
+/// Resources an instance has committed to its active tasks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp: BTreeSet<u16>,
+    pub udp: BTreeSet<u16>,
+    pub running: u32,
+    pub pending: u32,
+}
+
+pub fn usage(m: &Model, inst: &Instance) -> Usage {
+    let mut u = Usage {
+        tcp: inst.resource_ports("PORTS"),
+        udp: inst.resource_ports("PORTS_UDP"),
+        ..Usage::default()
+    };
+    for t in m.active_tasks_on(&inst.id) {
+        u.cpu += i64::from(t.cpu);
+        u.memory += i64::from(t.memory);
+        for p in &t.reserved_ports {
+            if let Some(hp) = p.host_port.filter(|hp| *hp != 0) {
+                if p.protocol() == "udp" {
+                    u.udp.insert(hp);
+                } else {
+                    u.tcp.insert(hp);
+                }
+            }
+        }
+        for c in &t.containers {
+            for b in &c.network_bindings {
+                if b.protocol == "udp" {
+                    u.udp.insert(b.host_port);
+                } else {
+                    u.tcp.insert(b.host_port);
+                }
+            }
+        }
+        if t.last_status == TaskStatus::Running {
+            u.running += 1;
+        } else if t.last_status < TaskStatus::Running {
+            u.pending += 1;
+        }
+    }
+    u
+}
+
+fn candidate(m: &Model, inst: &Instance, connected: &dyn Fn(&str) -> bool) -> Candidate {
+    let u = usage(m, inst);
+    Candidate {
+        id: inst.id.clone(),
+        arn: inst.arn.clone(),
+        status: inst.status.clone(),
+        connected: connected(&inst.id),
+        cpu_remaining: inst.resource_int("CPU") - u.cpu,
+        memory_remaining: inst.resource_int("MEMORY") - u.memory,
+        tcp_used: u.tcp,
+        udp_used: u.udp,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Planning (pure: depends only on the model, the request and the context).
+
+type Planned = (Vec<Command>, Outcome);
+
+/// Decides what `req` does to `m`. Pure apart from what `ctx` supplies.
+pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiError> {
+    match req {
+        Request::CreateCluster {
+            name,
+            region,
+            tags,
+            settings,
+        } => {
+            if let Some(c) = m.clusters.get(&name) {
+                if c.status == "ACTIVE" {
+                    // Idempotent on name; ECS does not change an existing cluster.
+                    return Ok((vec![], Outcome::Cluster(name)));
+                }
+            }
+            let arn = format!(
+                "arn:aws:ecs:{region}:{}:cluster/{name}",
+                ctx.settings.account_id
+            );
+            let cluster = Cluster {
+                name: name.clone(),
+                arn,
+                region,
+                status: "ACTIVE".into(),
+                tags,
+                settings,
+                created_at: ctx.now,
+            };
+            Ok((vec![Command::PutCluster(cluster)], Outcome::Cluster(name)))
+        }
+        Request::DeleteCluster { cluster } => {
+            let c = find_cluster(m, Some(&cluster)).ok_or_else(ApiError::cluster_not_found)?;
+            if c.status != "ACTIVE" {
+                return Ok((vec![], Outcome::Cluster(c.name.clone())));
+            }
+            if m.instances
+                .values()
+                .any(|i| i.cluster == c.name && i.status != "INACTIVE")
+            {
+                return Err(ApiError::new(
+                    ErrorKind::ClusterContainsContainerInstancesException,
+                    "The Cluster cannot be deleted while Container Instances are active or draining.",
+                ));
+            }
+            if m.tasks
+                .values()
+                .any(|t| t.cluster == c.name && t.is_active())
+            {
+                return Err(ApiError::new(
+                    ErrorKind::ClusterContainsTasksException,
+                    "The Cluster cannot be deleted while Tasks are active.",
+                ));
+            }
+            Ok((
+                vec![Command::DeleteCluster {
+                    name: c.name.clone(),
+                }],
+                Outcome::Cluster(c.name.clone()),
+            ))
+        }
+        Request::RegisterTaskDef {
+            family,
+            definition,
+            tags,
+            region,
+        } => {
+            let revision = m
+                .families
+                .get(&family)
+                .map(|f| f.last_revision)
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| ApiError::client("Too many revisions."))?;
+            let account = &ctx.settings.account_id;
+            let td = TaskDef {
+                family: family.clone(),
+                revision,
+                arn: format!("arn:aws:ecs:{region}:{account}:task-definition/{family}:{revision}"),
+                definition,
+                status: "ACTIVE".into(),
+                registered_at: ctx.now,
+                deregistered_at: None,
+                registered_by: format!("arn:aws:iam::{account}:root"),
+                tags,
+            };
+            Ok((
+                vec![Command::RegisterTaskDef(td)],
+                Outcome::TaskDef { family, revision },
+            ))
+        }
+        Request::DeregisterTaskDef { reference } => {
+            let r = taskdef::parse_reference(&reference)?;
+            let (family, revision) = match r {
+                TaskDefRef::Revision { family, revision } => (family, revision),
+                TaskDefRef::Family(_) => {
+                    return Err(ApiError::client("Invalid revision number. Number: "))
+                }
+            };
+            let td = m
+                .task_def(&family, revision)
+                .ok_or_else(|| ApiError::client("The specified task definition does not exist."))?;
+            let cmds = if td.status == "ACTIVE" {
+                vec![Command::DeregisterTaskDef {
+                    family: family.clone(),
+                    revision,
+                    at: ctx.now,
+                }]
+            } else {
+                vec![]
+            };
+            Ok((cmds, Outcome::TaskDef { family, revision }))
+        }
+        Request::RunTask(r) => plan_run(m, r, ctx),
+        Request::StopTask {
+            cluster,
+            task,
+            reason,
+        } => {
+            let c = active_cluster(m, cluster.as_deref())?;
+            let t = find_task(m, &c.name, &task)
+                .ok_or_else(|| ApiError::invalid("The referenced task was not found."))?;
+            if t.desired_status == DesiredStatus::Stopped {
+                return Ok((vec![], Outcome::Task(t.id.clone())));
+            }
+            let mut nt = (**t).clone();
+            nt.desired_status = DesiredStatus::Stopped;
+            nt.stop_code = Some(StopCode::UserInitiated);
+            nt.stopped_reason = Some(reason.unwrap_or_else(|| "Task stopped by user".into()));
+            nt.stopping_at = Some(ctx.now);
+            nt.version += 1;
+            let id = nt.id.clone();
+            Ok((
+                vec![Command::PutTasks {
+                    tasks: vec![nt],
+                    token: None,
+                }],
+                Outcome::Task(id),
+            ))
+        }
+        Request::DeregisterInstance {
+            cluster,
+            instance,
+            force,
+        } => {
+            let c = active_cluster(m, cluster.as_deref())?;
+            let inst = find_instance(m, &c.name, &instance).ok_or_else(|| {
+                ApiError::invalid("The referenced container instance was not found.")
+            })?;
+            if inst.status == "INACTIVE" {
+                return Ok((vec![], Outcome::Instance(inst.id.clone())));
+            }
+            let active: Vec<&Arc<Task>> = m.active_tasks_on(&inst.id).collect();
+            if !active.is_empty() && !force {
+                return Err(ApiError::invalid(
+                    "Found running tasks on the instance. Use force to deregister the instance.",
+                ));
+            }
+            let tasks = active
+                .into_iter()
+                .map(|t| {
+                    let mut nt = (**t).clone();
+                    nt.desired_status = DesiredStatus::Stopped;
+                    nt.last_status = TaskStatus::Stopped;
+                    if nt.stopped_reason.is_none() {
+                        nt.stopped_reason = Some("Container instance deregistered".into());
+                    }
+                    nt.stopping_at.get_or_insert(ctx.now);
+                    nt.stopped_at = Some(ctx.now);
+                    nt.version += 1;
+                    nt
+                })
+                .collect();
+            Ok((
+                vec![Command::DeregisterInstance {
+                    id: inst.id.clone(),
+                    tasks,
+                }],
+                Outcome::Instance(inst.id.clone()),
+            ))
+        }
+        Request::TagResource { arn, tags } => {
+            let (target, current) = tag_target(m, &arn)?;
+            let mut merged = current;
+            for t in tags {
+                match merged.iter_mut().find(|e| e.key == t.key) {
+                    Some(e) => e.value = t.value,
+                    None => merged.push(t),
+                }
+            }
+            if merged.len() > 50 {
+                return Err(ApiError::invalid("The resource can have at most 50 tags."));
+            }
+            Ok((
+                vec![Command::SetTags {
+                    target,
+                    tags: merged,
+                }],
+                Outcome::Done,
+            ))
+        }
+        Request::UntagResource { arn, keys } => {
+            let (target, current) = tag_target(m, &arn)?;
+            let kept: Vec<Tag> = current
+                .into_iter()
+                .filter(|t| !keys.contains(&t.key))
+                .collect();
+            Ok((vec![Command::SetTags { target, tags: kept }], Outcome::Done))
+        }
+        Request::CreateActivation {
+            iam_role,
+            description,
+            default_instance_name,
+            registration_limit,
+            expiration,
+            tags,
+        } => {
+            let expiration = expiration.unwrap_or(ctx.now + 24.0 * 3600.0);
+            if expiration <= ctx.now {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidParameters,
+                    "Expiration date must be in the future.",
+                ));
+            }
+            if expiration > ctx.now + 30.0 * 24.0 * 3600.0 {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidParameters,
+                    "Expiration date cannot be more than 30 days in the future.",
+                ));
+            }
+            let id = random_uuid(ctx.rng);
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            let code: String = (0..20)
+                .map(|_| ALPHABET[ctx.rng.gen_range(0..ALPHABET.len())] as char)
+                .collect();
+            let act = Activation {
+                id: id.clone(),
+                code_hash: sha256_hex(&code),
+                description,
+                default_instance_name,
+                iam_role,
+                registration_limit,
+                registrations_count: 0,
+                expiration,
+                created: ctx.now,
+                tags,
+            };
+            Ok((
+                vec![Command::PutActivation(act)],
+                Outcome::Activation { id, code },
+            ))
+        }
+        Request::DeleteActivation { id } => {
+            if !m.activations.contains_key(&id) {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidActivation,
+                    format!("Activation {id} does not exist."),
+                ));
+            }
+            Ok((vec![Command::DeleteActivation { id }], Outcome::Done))
+        }
+        Request::RegisterInstance(r) => plan_register(m, r, ctx),
+        Request::Report { instance, report } => plan_report(m, &instance, report, ctx),
+    }
+}
+
+/// Current tags of the resource an ECS ARN names.
+pub fn tags_of(m: &Model, arn: &str) -> Result<Vec<Tag>, ApiError> {
+    tag_target(m, arn).map(|(_, tags)| tags)
+}
+
+/// Resolves an ECS ARN to the tagged entity and its current tags.
+fn tag_target(m: &Model, arn: &str) -> Result<(TagTarget, Vec<Tag>), ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorKind::ResourceNotFoundException,
+            "The specified resource could not be found.",
+        )
+    };
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" || parts[2] != "ecs" {
+        return Err(ApiError::invalid(format!("Invalid resource ARN: {arn}")));
+    }
+    let resource = parts[5];
+    let (kind, rest) = resource
+        .split_once('/')
+        .ok_or_else(|| ApiError::invalid(format!("Invalid resource ARN: {arn}")))?;
+    match kind {
+        "cluster" => {
+            let c = m
+                .clusters
+                .get(rest)
+                .filter(|c| c.status == "ACTIVE")
+                .ok_or_else(ApiError::cluster_not_found)?;
+            Ok((TagTarget::Cluster(c.name.clone()), c.tags.clone()))
+        }
+        "task-definition" => {
+            let r = taskdef::parse_reference(rest)?;
+            let td = match r {
+                TaskDefRef::Revision { family, revision } => m.task_def(&family, revision),
+                TaskDefRef::Family(_) => None,
+            }
+            .ok_or_else(not_found)?;
+            Ok((
+                TagTarget::TaskDef(td.family.clone(), td.revision),
+                td.tags.clone(),
+            ))
+        }
+        "task" => {
+            let t = m.tasks.get(arn_tail(rest)).ok_or_else(not_found)?;
+            Ok((TagTarget::Task(t.id.clone()), t.tags.clone()))
+        }
+        "container-instance" => {
+            let i = m.instances.get(arn_tail(rest)).ok_or_else(not_found)?;
+            Ok((TagTarget::Instance(i.id.clone()), i.tags.clone()))
+        }
+        _ => Err(ApiError::invalid(format!("Invalid resource ARN: {arn}"))),
+    }
+}
+
+fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiError> {
+    let cluster = active_cluster(m, r.cluster.as_deref())?;
+    let token_key = r
+        .client_token
+        .as_ref()
+        .map(|t| format!("{}\n{}", cluster.name, t));
+    if let Some(prev) = token_key.as_ref().and_then(|k| m.tokens.get(k)) {
+        return Ok((
+            vec![],
+            Outcome::Tasks {
+                ids: prev.task_ids.clone(),
+                failures: prev.failures.clone(),
+            },
+        ));
+    }
+    let reference = taskdef::parse_reference(&r.task_definition)?;
+    let td = find_task_def(m, &reference)
+        .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
+    if td.status != "ACTIVE" {
+        return Err(ApiError::client("TaskDefinition is inactive"));
+    }
+    let (specs, req) = taskdef::containers_for_run(&td.definition, r.overrides.as_ref())?;
+    let need = Need {
+        cpu: i64::from(req.cpu),
+        memory: i64::from(req.memory_mib),
+        tcp_ports: req
+            .ports
+            .iter()
+            .filter(|p| p.protocol() != "udp")
+            .filter_map(|p| p.host_port.filter(|h| *h != 0))
+            .collect(),
+        udp_ports: req
+            .ports
+            .iter()
+            .filter(|p| p.protocol() == "udp")
+            .filter_map(|p| p.host_port.filter(|h| *h != 0))
+            .collect(),
+    };
+
+    let mut failures: Vec<Failure> = Vec::new();
+    let plan = match &r.instances {
+        Some(refs) => {
+            let mut cands = Vec::new();
+            for reference in refs {
+                match find_instance(m, &cluster.name, reference) {
+                    Some(i) => cands.push(candidate(m, i, ctx.connected)),
+                    None => failures.push(Failure {
+                        arn: Some(reference.clone()),
+                        reason: "MISSING".into(),
+                        detail: None,
+                    }),
+                }
+            }
+            scheduler::place_on_each(cands, &need)
+        }
+        None => {
+            let cands: Vec<Candidate> = m
+                .instances
+                .values()
+                .filter(|i| i.cluster == cluster.name && i.status != "INACTIVE")
+                .map(|i| candidate(m, i, ctx.connected))
+                .collect();
+            if cands.is_empty() {
+                return Err(ApiError::invalid(
+                    "No Container Instances were found in your cluster.",
+                ));
+            }
+            scheduler::place(cands, &need, r.count as usize, ctx.rng)
+        }
+    };
+    failures.extend(plan.failures.iter().map(|(arn, reason)| Failure {
+        arn: Some(arn.clone()),
+        reason: (*reason).to_string(),
+        detail: None,
+    }));
+
+    let region = &cluster.region;
+    let account = &ctx.settings.account_id;
+    let overrides = r.overrides.clone().unwrap_or_else(|| {
+        json!({
+            "containerOverrides": specs.iter().map(|s| json!({"name": s.name})).collect::<Vec<_>>(),
+            "inferenceAcceleratorOverrides": []
+        })
+    });
+    let mut tasks = Vec::new();
+    for instance_id in &plan.placements {
+        let Some(inst) = m.instances.get(instance_id) else {
+            continue;
+        };
+        let id = random_hex(ctx.rng, 16);
+        let arn = format!("arn:aws:ecs:{region}:{account}:task/{}/{id}", cluster.name);
+        let containers = specs
+            .iter()
+            .map(|s| TaskContainer {
+                spec: s.clone(),
+                arn: format!(
+                    "arn:aws:ecs:{region}:{account}:container/{}/{id}/{}",
+                    cluster.name,
+                    random_uuid(ctx.rng)
+                ),
+                last_status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: None,
+                runtime_id: None,
+                image_digest: None,
+                network_bindings: vec![],
+            })
+            .collect();
+        tasks.push(Task {
+            id,
+            arn,
+            cluster: cluster.name.clone(),
+            cluster_arn: cluster.arn.clone(),
+            task_definition_arn: td.arn.clone(),
+            family: td.family.clone(),
+            revision: td.revision,
+            instance_id: inst.id.clone(),
+            instance_arn: inst.arn.clone(),
+            containers,
+            overrides: overrides.clone(),
+            cpu: req.cpu,
+            memory: req.memory_mib,
+            network_mode: req.network_mode.clone(),
+            reserved_ports: req
+                .ports
+                .iter()
+                .filter(|p| p.host_port.is_some_and(|h| h != 0))
+                .cloned()
+                .collect(),
+            last_status: TaskStatus::Pending,
+            desired_status: DesiredStatus::Running,
+            stop_code: None,
+            stopped_reason: None,
+            created_at: ctx.now,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            started_at: None,
+            stopping_at: None,
+            execution_stopped_at: None,
+            stopped_at: None,
+            started_by: r.started_by.clone(),
+            group: r
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{}", td.family)),
+            launch_type: r.launch_type.clone().unwrap_or_else(|| "EXTERNAL".into()),
+            version: 1,
+            tags: r.tags.clone(),
+        });
+    }
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let token = token_key.map(|k| {
+        (
+            k,
+            TokenResult {
+                task_ids: ids.clone(),
+                failures: failures.clone(),
+            },
+        )
+    });
+    let cmds = if tasks.is_empty() && token.is_none() {
+        vec![]
+    } else {
+        vec![Command::PutTasks { tasks, token }]
+    };
+    Ok((cmds, Outcome::Tasks { ids, failures }))
+}
+
+fn channel_error(kind: ErrorKind, msg: &str) -> ApiError {
+    ApiError::new(kind, msg)
+}
+
+fn plan_register(m: &Model, r: RegisterRequest, ctx: &mut Ctx<'_>) -> Result<Planned, ApiError> {
+    let act = m.activations.get(&r.activation_id).ok_or_else(|| {
+        channel_error(
+            ErrorKind::InvalidActivation,
+            "The activation is not valid: unknown activation id or wrong code.",
+        )
+    })?;
+    let given = sha256_hex(&r.activation_code);
+    if !bool::from(given.as_bytes().ct_eq(act.code_hash.as_bytes())) {
+        return Err(channel_error(
+            ErrorKind::InvalidActivation,
+            "The activation is not valid: unknown activation id or wrong code.",
+        ));
+    }
+    if ctx.now >= act.expiration {
+        return Err(channel_error(
+            ErrorKind::InvalidActivation,
+            "The activation has expired.",
+        ));
+    }
+    if act.registrations_count >= act.registration_limit {
+        return Err(channel_error(
+            ErrorKind::InvalidActivation,
+            "The activation has reached its registration limit.",
+        ));
+    }
+    let mut cmds = Vec::new();
+    let name = cluster_name(&r.cluster).to_string();
+    let cluster: Cluster = match m.clusters.get(&name) {
+        Some(c) if c.status == "ACTIVE" => (**c).clone(),
+        _ if name == "default" => {
+            // As the ECS agent does when no cluster is configured.
+            let region = ctx.settings.default_region.clone();
+            let c = Cluster {
+                name: name.clone(),
+                arn: format!(
+                    "arn:aws:ecs:{region}:{}:cluster/{name}",
+                    ctx.settings.account_id
+                ),
+                region,
+                status: "ACTIVE".into(),
+                tags: vec![],
+                settings: vec![],
+                created_at: ctx.now,
+            };
+            cmds.push(Command::PutCluster(c.clone()));
+            c
+        }
+        _ => return Err(ApiError::cluster_not_found()),
+    };
+    let id = random_hex(ctx.rng, 16);
+    let ec2_id = format!("mi-{}", &random_hex(ctx.rng, 9)[..17]);
+    let secret = random_hex(ctx.rng, 32);
+    let instance = Instance {
+        arn: format!(
+            "arn:aws:ecs:{}:{}:container-instance/{}/{id}",
+            cluster.region, ctx.settings.account_id, cluster.name
+        ),
+        id: id.clone(),
+        cluster: cluster.name.clone(),
+        ec2_instance_id: ec2_id,
+        secret_hash: sha256_hex(&secret),
+        status: "ACTIVE".into(),
+        registered_resources: r.resources,
+        attributes: r.attributes,
+        registered_at: ctx.now,
+        agent_version: r.agent_version,
+        hostname: r.hostname,
+        activation_id: act.id.clone(),
+        tags: vec![],
+        version: 1,
+        desired_version: 1,
+        last_seq: 0,
+    };
+    cmds.push(Command::RegisterInstance { instance });
+    Ok((
+        cmds,
+        Outcome::Registered {
+            instance_id: id,
+            secret,
+        },
+    ))
+}
+
+fn container_rank(s: ContainerStatus) -> u8 {
+    match s {
+        ContainerStatus::Pending => 0,
+        ContainerStatus::Running => 1,
+        ContainerStatus::Stopped => 2,
+    }
+}
+
+/// Merges one task report into a task's state; never moves anything backwards.
+/// Returns `None` when the report changes nothing.
+pub fn merge_report(t: &Task, r: &berth_api::TaskReport, now: f64) -> Option<Task> {
+    if t.last_status == TaskStatus::Stopped {
+        return None;
+    }
+    let mut n = t.clone();
+    if t.last_status.can_move_to(r.last_status) {
+        n.last_status = r.last_status;
+    }
+    fn first(slot: &mut Option<f64>, v: Option<f64>) {
+        if slot.is_none() {
+            *slot = v;
+        }
+    }
+    first(&mut n.pull_started_at, r.pull_started_at);
+    first(&mut n.pull_stopped_at, r.pull_stopped_at);
+    first(&mut n.started_at, r.started_at);
+    first(&mut n.stopping_at, r.stopping_at);
+    first(&mut n.execution_stopped_at, r.execution_stopped_at);
+    first(&mut n.stopped_at, r.stopped_at);
+    if n.stop_code.is_none() {
+        n.stop_code = r.stop_code;
+    }
+    if n.stopped_reason.is_none() {
+        n.stopped_reason = r.stopped_reason.clone();
+    }
+    for cr in &r.containers {
+        let Some(c) = n.containers.iter_mut().find(|c| c.spec.name == cr.name) else {
+            continue;
+        };
+        if container_rank(cr.last_status) >= container_rank(c.last_status) {
+            c.last_status = cr.last_status;
+        }
+        if cr.runtime_id.is_some() {
+            c.runtime_id = cr.runtime_id.clone();
+        }
+        if cr.image_digest.is_some() {
+            c.image_digest = cr.image_digest.clone();
+        }
+        if cr.exit_code.is_some() {
+            c.exit_code = cr.exit_code;
+        }
+        if cr.reason.is_some() {
+            c.reason = cr.reason.clone();
+        }
+        if !cr.network_bindings.is_empty() {
+            c.network_bindings = cr.network_bindings.clone();
+        }
+    }
+    if n.last_status == TaskStatus::Stopped {
+        n.desired_status = DesiredStatus::Stopped;
+        if n.stopped_at.is_none() {
+            n.stopped_at = Some(now);
+        }
+        if n.execution_stopped_at.is_none() {
+            n.execution_stopped_at = n.stopped_at;
+        }
+        if n.stopping_at.is_none() {
+            n.stopping_at = n.stopped_at;
+        }
+        for c in &mut n.containers {
+            c.last_status = ContainerStatus::Stopped;
+        }
+    }
+    if n == *t {
+        return None;
+    }
+    n.version += 1;
+    Some(n)
+}
+
+fn plan_report(
+    m: &Model,
+    instance: &str,
+    report: StateReport,
+    ctx: &mut Ctx<'_>,
+) -> Result<Planned, ApiError> {
+    let inst = m
+        .instances
+        .get(instance)
+        .ok_or_else(|| ApiError::new(ErrorKind::AccessDeniedException, "Unknown instance."))?;
+    if report.seq <= inst.last_seq {
+        return Ok((vec![], Outcome::Acked(inst.last_seq)));
+    }
+    let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
+    for r in &report.tasks {
+        let id = arn_tail(&r.task_arn);
+        let current = match tasks.get(id) {
+            Some(t) => Some(t.clone()),
+            None => m.tasks.get(id).map(|t| (**t).clone()),
+        };
+        match current {
+            Some(t) if t.instance_id == inst.id => {
+                if let Some(n) = merge_report(&t, r, ctx.now) {
+                    tasks.insert(n.id.clone(), n);
+                }
+            }
+            Some(_) | None => {
+                tracing::warn!(
+                    instance = %inst.id,
+                    task = %r.task_arn,
+                    "ignoring report for a task not placed on this instance"
+                );
+            }
+        }
+    }
+    Ok((
+        vec![Command::Report {
+            instance: inst.id.clone(),
+            seq: report.seq,
+            tasks: tasks.into_values().collect(),
+        }],
+        Outcome::Acked(report.seq),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// The owner.
+
+type Reply = oneshot::Sender<Result<(Arc<Model>, Outcome), ApiError>>;
+
+struct Envelope {
+    req: Request,
+    reply: Reply,
+}
+
+/// Handle to the state owner: send requests, read snapshots.
+#[derive(Clone)]
+pub struct StateHandle {
+    tx: mpsc::Sender<Envelope>,
+    snapshots: watch::Receiver<Arc<Model>>,
+    pub heartbeats: Arc<Heartbeats>,
+}
+
+impl StateHandle {
+    /// The latest published snapshot.
+    pub fn snapshot(&self) -> Arc<Model> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// A receiver that wakes whenever a new snapshot is published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Model>> {
+        self.snapshots.clone()
+    }
+
+    /// Plans, commits and applies `req`; returns the snapshot that includes it.
+    pub async fn submit(&self, req: Request) -> Result<(Arc<Model>, Outcome), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Envelope { req, reply })
+            .await
+            .map_err(|_| ApiError::server("state owner stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::server("state owner dropped the request"))?
+    }
+}
+
+/// Opens the store, rebuilds the model (snapshot + log replay) and starts the
+/// owner thread. The thread ends when every `StateHandle` is dropped.
+pub fn start(
+    store_path: &std::path::Path,
+    settings: Settings,
+    agent_timeout: Duration,
+    seed: Option<u64>,
+) -> Result<(StateHandle, std::thread::JoinHandle<()>), StateError> {
+    let store = Store::open(store_path)?;
+    let recovered = store.recover()?;
+    let mut model = match &recovered.snapshot {
+        Some((seq, body)) => serde_json::from_slice::<Model>(body)
+            .map_err(|source| StateError::Decode { seq: *seq, source })?,
+        None => Model::default(),
+    };
+    model.rebuild_indexes();
+    let snapshot_seq = recovered.snapshot.as_ref().map(|(s, _)| *s).unwrap_or(0);
+    for (seq, body) in &recovered.records {
+        let cmd: Command = serde_json::from_slice(body)
+            .map_err(|source| StateError::Decode { seq: *seq, source })?;
+        model.apply(&cmd);
+    }
+    tracing::info!(
+        snapshot_seq,
+        replayed = recovered.records.len(),
+        "state recovered"
+    );
+    let heartbeats = Arc::new(Heartbeats::new(agent_timeout));
+    // Agents that were registered before a restart get one timeout's grace to
+    // poll again before they count as disconnected.
+    for i in model.instances.values().filter(|i| i.status != "INACTIVE") {
+        heartbeats.beat(&i.id);
+    }
+    let (tx, rx) = mpsc::channel(4096);
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(model.clone()));
+    let hb = heartbeats.clone();
+    let rng = match seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_entropy(),
+    };
+    let owner = Owner {
+        store,
+        model,
+        settings,
+        heartbeats: hb,
+        rng,
+        last_snapshot_seq: snapshot_seq,
+        snap_tx,
+    };
+    let join = std::thread::Builder::new()
+        .name("berth-state".into())
+        .spawn(move || owner.run(rx))?;
+    Ok((
+        StateHandle {
+            tx,
+            snapshots: snap_rx,
+            heartbeats,
+        },
+        join,
+    ))
+}
+
+struct Owner {
+    store: Store,
+    model: Model,
+    settings: Settings,
+    heartbeats: Arc<Heartbeats>,
+    rng: StdRng,
+    last_snapshot_seq: u64,
+    snap_tx: watch::Sender<Arc<Model>>,
+}
+
+impl Owner {
+    fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        tracing::info!("state owner stopping");
+    }
+
+    fn process(&mut self, batch: Vec<Envelope>) {
+        let mut working = self.model.clone();
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut replies: Vec<(Reply, Result<Outcome, ApiError>)> = Vec::new();
+        let hb = self.heartbeats.clone();
+        let connected = move |id: &str| hb.is_connected(id);
+        for env in batch {
+            let mut ctx = Ctx {
+                now: now_secs(),
+                rng: &mut self.rng,
+                connected: &connected,
+                settings: &self.settings,
+            };
+            let result = match plan(&working, env.req, &mut ctx) {
+                Ok((cmds, outcome)) => {
+                    let encoded: Result<Vec<Vec<u8>>, _> =
+                        cmds.iter().map(serde_json::to_vec).collect();
+                    match encoded {
+                        Ok(bodies) => {
+                            for c in &cmds {
+                                working.apply(c);
+                            }
+                            records.extend(bodies);
+                            Ok(outcome)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot encode command");
+                            Err(ApiError::server("internal error"))
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            replies.push((env.reply, result));
+        }
+        if !records.is_empty() {
+            match self.store.append(&records) {
+                Ok(_) => {
+                    self.model = working;
+                    self.snap_tx.send_replace(Arc::new(self.model.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store append failed; batch rejected");
+                    for (_, r) in replies.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(ApiError::server("internal error"));
+                        }
+                    }
+                }
+            }
+        }
+        let snap = self.snap_tx.borrow().clone();
+        for (reply, result) in replies {
+            let _ = reply.send(result.map(|o| (snap.clone(), o)));
+        }
+        self.maybe_snapshot();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let seq = self.store.last_seq();
+        if seq < self.last_snapshot_seq + SNAPSHOT_EVERY {
+            return;
+        }
+        match serde_json::to_vec(&self.model) {
+            Ok(body) => match self.store.write_snapshot(seq, &body) {
+                Ok(()) => {
+                    self.last_snapshot_seq = seq;
+                    tracing::debug!(seq, bytes = body.len(), "snapshot written");
+                }
+                Err(e) => tracing::error!(error = %e, "snapshot failed"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot encode snapshot"),
+        }
+    }
+}

@@ -51,7 +51,7 @@ fn subset_diffs(sent: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 #[test]
-fn subset_comparison_reports_what_differs() {
+fn taskdef_subset_comparison_reports_what_differs() {
     use serde_json::json;
     let cases: Vec<(Value, Value, usize)> = vec![
         (json!({"a": 1}), json!({"a": 1, "b": 2}), 0),
@@ -74,7 +74,7 @@ fn subset_comparison_reports_what_differs() {
 }
 
 #[test]
-fn every_corpus_definition_registers_and_renders_unchanged() {
+fn taskdef_corpus_registers_and_renders_unchanged() {
     let dir = corpus_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))

@@ -1,0 +1,596 @@
+//! The driver against a fake runtime (an in-memory containerd with scripted
+//! images and exits), with tokio's clock paused so stop timeouts are exact.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use berth_api::{
+    ContainerSpec, ContainerStatus, DesiredStatus, StopCode, TaskReport, TaskSpec, TaskStatus,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::*;
+use crate::runtime::{CreateRequest, ObservedContainer, ObservedState};
+
+struct FakeContainer {
+    labels: BTreeMap<String, String>,
+    state: ObservedState,
+    exit: watch::Sender<Option<i32>>,
+    name: String,
+}
+
+#[derive(Default)]
+struct FakeInner {
+    images: HashMap<String, ImageConfig>,
+    containers: BTreeMap<String, FakeContainer>,
+    pulls: Vec<String>,
+    creates: Vec<CreateRequest>,
+    kills: Vec<(String, u32, Instant)>,
+    deletes: Vec<String>,
+    /// Container names that ignore SIGTERM.
+    ignore_sigterm: HashSet<String>,
+    next_pid: u32,
+}
+
+/// In-memory runtime: images must be registered to pull; containers exit when
+/// the test says so or on signals.
+#[derive(Default)]
+struct FakeRuntime {
+    inner: Mutex<FakeInner>,
+}
+
+impl FakeRuntime {
+    fn with_image(self, image: &str) -> Self {
+        self.lock().images.insert(
+            image.to_string(),
+            ImageConfig {
+                digest: format!("sha256:{image}"),
+                cmd: vec!["/bin/run".into()],
+                ..Default::default()
+            },
+        );
+        self
+    }
+    fn ignoring_sigterm(self, name: &str) -> Self {
+        self.lock().ignore_sigterm.insert(name.to_string());
+        self
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeInner> {
+        self.inner.lock().expect("fake lock")
+    }
+    fn exit(&self, id: &str, code: i32) {
+        let mut inner = self.lock();
+        let c = inner.containers.get_mut(id).expect("container exists");
+        c.state = ObservedState::Exited { exit_code: code };
+        c.exit.send_replace(Some(code));
+    }
+    fn pulls(&self) -> Vec<String> {
+        self.lock().pulls.clone()
+    }
+    fn create_count(&self) -> usize {
+        self.lock().creates.len()
+    }
+    fn kills(&self) -> Vec<(String, u32, Instant)> {
+        self.lock().kills.clone()
+    }
+    fn ids(&self) -> Vec<String> {
+        self.lock().containers.keys().cloned().collect()
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn pull(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
+        let mut inner = self.lock();
+        inner.pulls.push(image.to_string());
+        inner
+            .images
+            .get(image)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Pull(format!("{image}: manifest unknown")))
+    }
+    async fn create(&self, req: &CreateRequest) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        if inner.containers.contains_key(&req.id) {
+            return Err(RuntimeError::Create(format!("{} already exists", req.id)));
+        }
+        inner.creates.push(req.clone());
+        let name = req
+            .labels
+            .get(crate::runtime::LABEL_CONTAINER_NAME)
+            .cloned()
+            .unwrap_or_default();
+        inner.containers.insert(
+            req.id.clone(),
+            FakeContainer {
+                labels: req.labels.clone(),
+                state: ObservedState::Created,
+                exit: watch::channel(None).0,
+                name,
+            },
+        );
+        Ok(())
+    }
+    async fn start(&self, id: &str) -> Result<u32, RuntimeError> {
+        let mut inner = self.lock();
+        inner.next_pid += 1;
+        let pid = 100 + inner.next_pid;
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        if c.state != ObservedState::Created {
+            return Err(RuntimeError::Start(format!("{id} is not created")));
+        }
+        c.state = ObservedState::Running { pid };
+        Ok(pid)
+    }
+    async fn wait(&self, id: &str) -> Result<i32, RuntimeError> {
+        let mut rx = {
+            let inner = self.lock();
+            inner
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.into()))?
+                .exit
+                .subscribe()
+        };
+        let code = rx
+            .wait_for(|c| c.is_some())
+            .await
+            .map_err(|_| RuntimeError::NotFound(id.into()))?;
+        Ok(code.unwrap_or(-1))
+    }
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        inner.kills.push((id.to_string(), signal, Instant::now()));
+        let ignore = inner.ignore_sigterm.clone();
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        if matches!(c.state, ObservedState::Running { .. })
+            && (signal == 9 || !ignore.contains(&c.name))
+        {
+            let code = 128 + signal as i32;
+            c.state = ObservedState::Exited { exit_code: code };
+            c.exit.send_replace(Some(code));
+        }
+        Ok(())
+    }
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        if let Some(c) = inner.containers.get(id) {
+            if matches!(c.state, ObservedState::Running { .. }) {
+                return Err(RuntimeError::Containerd(format!("{id} is running")));
+            }
+        }
+        inner.containers.remove(id);
+        inner.deletes.push(id.to_string());
+        Ok(())
+    }
+    async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        Ok(self
+            .lock()
+            .containers
+            .iter()
+            .map(|(id, c)| ObservedContainer {
+                id: id.clone(),
+                labels: c.labels.clone(),
+                state: c.state,
+            })
+            .collect())
+    }
+}
+
+const ARN: &str = "arn:aws:ecs:r:1:task/c/t1";
+
+fn container(name: &str, image: &str, essential: bool) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: image.into(),
+        essential,
+        ..Default::default()
+    }
+}
+
+fn task(containers: Vec<ContainerSpec>) -> TaskSpec {
+    TaskSpec {
+        task_arn: ARN.into(),
+        cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+        task_definition_arn: "arn:aws:ecs:r:1:task-definition/f:1".into(),
+        family: "f".into(),
+        revision: 1,
+        desired_status: DesiredStatus::Running,
+        network_mode: "host".into(),
+        stop_reason: None,
+        stop_code: None,
+        containers,
+        reserved_ports: vec![],
+    }
+}
+
+/// A running driver plus the test's ends of its channels; the test plays the
+/// reporter (acking every batch) and the poller.
+struct Harness {
+    events: mpsc::UnboundedSender<Event>,
+    reports: mpsc::UnboundedReceiver<Vec<TaskReport>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<Result<Outcome, DriverError>>,
+    version: u64,
+    seen: Vec<TaskReport>,
+}
+
+impl Harness {
+    fn start(runtime: Arc<FakeRuntime>, dir: &std::path::Path) -> Self {
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (driver, events) =
+            Driver::new(runtime, DriverConfig::new(dir.to_path_buf()), reports_tx).expect("driver");
+        let version = driver.known_version();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(driver.run(
+            async move {
+                let _ = shutdown_rx.await;
+            },
+            || {},
+        ));
+        Harness {
+            events,
+            reports,
+            shutdown: Some(shutdown_tx),
+            join,
+            version,
+            seen: Vec::new(),
+        }
+    }
+
+    fn desire(&mut self, tasks: Vec<TaskSpec>) {
+        self.version += 1;
+        self.events
+            .send(Event::Desired {
+                version: self.version,
+                tasks,
+                deregistered: false,
+            })
+            .expect("driver alive");
+    }
+
+    /// Receive (and ack) reports until one matches.
+    async fn until(&mut self, what: &str, pred: impl Fn(&TaskReport) -> bool) -> TaskReport {
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(600));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                batch = self.reports.recv() => {
+                    let batch = batch.expect("driver alive");
+                    self.seen.extend(batch.iter().cloned());
+                    let hit = batch.iter().find(|r| pred(r)).cloned();
+                    self.events.send(Event::Acked(batch)).expect("driver alive");
+                    if let Some(hit) = hit {
+                        return hit;
+                    }
+                }
+                _ = &mut deadline => panic!("no report {what}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let outcome = self.join.await.expect("join").expect("driver ok");
+        assert_eq!(outcome, Outcome::Shutdown);
+    }
+}
+
+fn status(s: TaskStatus) -> impl Fn(&TaskReport) -> bool {
+    move |r| r.last_status == s
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_code_of_the_essential_container_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![container("app", "busybox", true)])]);
+    let pending = h.until("PENDING", status(TaskStatus::Pending)).await;
+    assert_eq!(pending.containers[0].last_status, ContainerStatus::Pending);
+    let running = h.until("RUNNING", status(TaskStatus::Running)).await;
+    assert_eq!(running.containers[0].runtime_id.as_deref(), Some("t1-app"));
+    assert_eq!(
+        running.containers[0].image_digest.as_deref(),
+        Some("sha256:busybox")
+    );
+    assert!(
+        running.pull_started_at.is_some()
+            && running.pull_stopped_at.is_some()
+            && running.started_at.is_some()
+    );
+    rt.exit("t1-app", 3);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(stopped.containers[0].exit_code, Some(3));
+    assert_eq!(stopped.containers[0].last_status, ContainerStatus::Stopped);
+    // Once the STOPPED report is acked, the container is deleted.
+    for _ in 0..50 {
+        if rt.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        rt.ids().is_empty(),
+        "container deleted after the acked STOPPED report"
+    );
+    // The coordinator drops the task from desired state: it is forgotten, and
+    // a stale desired state naming it does not run it again.
+    h.desire(vec![]);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    h.desire(vec![task(vec![container("app", "busybox", true)])]);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(rt.create_count(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn essential_exit_stops_the_others_with_sigterm_then_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(
+        FakeRuntime::default()
+            .with_image("busybox")
+            .ignoring_sigterm("stubborn"),
+    );
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut stubborn = container("stubborn", "busybox", false);
+    stubborn.stop_timeout = Some(5);
+    h.desire(vec![task(vec![
+        container("app", "busybox", true),
+        stubborn,
+        container("polite", "busybox", false),
+    ])]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    // One pull for three containers of the same image.
+    assert_eq!(rt.pulls(), vec!["busybox".to_string()]);
+    rt.exit("t1-app", 1);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    let codes: Vec<_> = stopped
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c.exit_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("app", Some(1)),
+            ("stubborn", Some(137)),
+            ("polite", Some(143))
+        ]
+    );
+    let kills = rt.kills();
+    let term = kills
+        .iter()
+        .find(|k| k.0 == "t1-stubborn" && k.1 == 15)
+        .expect("SIGTERM sent");
+    let kill = kills
+        .iter()
+        .find(|k| k.0 == "t1-stubborn" && k.1 == 9)
+        .expect("SIGKILL sent");
+    assert_eq!(kill.2 - term.2, std::time::Duration::from_secs(5));
+    assert!(
+        !kills.iter().any(|k| k.0 == "t1-polite" && k.1 == 9),
+        "polite container needed no SIGKILL"
+    );
+    assert!(
+        !kills.iter().any(|k| k.0 == "t1-app"),
+        "the exited container is not signalled"
+    );
+    assert!(
+        stopped.stopping_at.is_some()
+            && stopped.execution_stopped_at.is_some()
+            && stopped.stopped_at.is_some()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_essential_exit_keeps_the_task_running_until_user_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let spec = task(vec![
+        container("app", "busybox", true),
+        container("side", "busybox", false),
+    ]);
+    h.desire(vec![spec.clone()]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    rt.exit("t1-side", 4);
+    let r = h
+        .until("side exit", |r| r.containers[1].exit_code == Some(4))
+        .await;
+    assert_eq!(r.last_status, TaskStatus::Running);
+    let mut stop = spec;
+    stop.desired_status = DesiredStatus::Stopped;
+    stop.stop_reason = Some("Task stopped by test".into());
+    h.desire(vec![stop]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Task stopped by test")
+    );
+    assert_eq!(stopped.containers[0].exit_code, Some(143));
+    assert_eq!(stopped.containers[1].exit_code, Some(4));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pull_failure_fails_the_task_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![
+        container("ok", "busybox", true),
+        container("bad", "nosuch:1", true),
+    ])]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = "CannotPullContainerError: nosuch:1: manifest unknown";
+    assert_eq!(stopped.stopped_reason.as_deref(), Some(reason));
+    assert_eq!(stopped.containers[1].reason.as_deref(), Some(reason));
+    assert!(stopped.started_at.is_none());
+    assert!(
+        !h.seen.iter().any(|r| r.last_status == TaskStatus::Running),
+        "never RUNNING"
+    );
+    assert_eq!(rt.create_count(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsupported_network_mode_is_reported_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut spec = task(vec![container("app", "busybox", true)]);
+    spec.network_mode = "bridge".into();
+    h.desire(vec![spec]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    assert!(stopped
+        .stopped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("network mode bridge is not supported")));
+    assert!(rt.pulls().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_readopts_without_duplicating_containers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let spec = task(vec![container("app", "busybox", true)]);
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![spec.clone()]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    h.stop().await;
+    assert_eq!(
+        rt.ids(),
+        vec!["t1-app".to_string()],
+        "tasks keep running while the agent is down"
+    );
+
+    let mut h = Harness::start(rt.clone(), dir.path());
+    assert_eq!(h.version, 1, "desired version persisted");
+    // The coordinator repeats the same desired state after the restart.
+    h.desire(vec![spec]);
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    assert_eq!(rt.create_count(), 1, "no second container");
+    rt.exit("t1-app", 0);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.containers[0].exit_code, Some(0));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_that_exited_while_the_agent_was_down_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let spec = task(vec![container("app", "busybox", true)]);
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![spec.clone()]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    h.stop().await;
+    rt.exit("t1-app", 7);
+
+    // No new desired state arrives: the persisted one is enough to act.
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(stopped.containers[0].exit_code, Some(7));
+    assert_eq!(rt.create_count(), 1, "not re-run");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_of_unwanted_tasks_are_stopped_and_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![container("app", "busybox", true)])]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    h.stop().await;
+    // The state file is lost; containerd still runs the task.
+    std::fs::remove_file(dir.path().join(crate::state::STATE_FILE)).expect("remove state");
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.containers[0].exit_code, Some(143));
+    for _ in 0..50 {
+        if rt.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rt.ids().is_empty(), "orphan removed");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn depends_on_success_orders_and_gates_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut app = container("app", "busybox", true);
+    app.depends_on = vec![berth_api::ContainerDependency {
+        container_name: "init".into(),
+        condition: "SUCCESS".into(),
+    }];
+    h.desire(vec![task(vec![app, container("init", "busybox", false)])]);
+    h.until("init running", |r| {
+        r.containers
+            .iter()
+            .any(|c| c.name == "init" && c.last_status == ContainerStatus::Running)
+    })
+    .await;
+    assert_eq!(rt.create_count(), 1, "app waits for init");
+    rt.exit("t1-init", 0);
+    let running = h.until("RUNNING", status(TaskStatus::Running)).await;
+    assert_eq!(running.containers[0].last_status, ContainerStatus::Running);
+    assert_eq!(running.containers[1].exit_code, Some(0));
+    assert_eq!(rt.create_count(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_a_dependency_wait_cancels_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut app = container("app", "busybox", true);
+    app.depends_on = vec![berth_api::ContainerDependency {
+        container_name: "init".into(),
+        condition: "COMPLETE".into(),
+    }];
+    let spec = task(vec![app, container("init", "busybox", false)]);
+    h.desire(vec![spec.clone()]);
+    h.until("init running", |r| {
+        r.containers
+            .iter()
+            .any(|c| c.name == "init" && c.last_status == ContainerStatus::Running)
+    })
+    .await;
+    let mut stop = spec;
+    stop.desired_status = DesiredStatus::Stopped;
+    h.desire(vec![stop]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(rt.create_count(), 1, "app never created");
+    assert_eq!(stopped.containers[1].exit_code, Some(143));
+    h.stop().await;
+}

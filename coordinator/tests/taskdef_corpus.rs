@@ -166,3 +166,131 @@ fn taskdef_corpus_registers_and_renders_unchanged() {
         failures.join("\n")
     );
 }
+
+/// Every JSON path of a value (object keys and list indexes), depth first.
+fn paths(v: &Value, prefix: &mut Vec<PathStep>, out: &mut Vec<Vec<PathStep>>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                prefix.push(PathStep::Key(k.clone()));
+                out.push(prefix.clone());
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                prefix.push(PathStep::Index(i));
+                out.push(prefix.clone());
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+fn at_mut<'a>(v: &'a mut Value, path: &[PathStep]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for step in path {
+        cur = match step {
+            PathStep::Key(k) => cur.get_mut(k.as_str())?,
+            PathStep::Index(i) => cur.get_mut(*i)?,
+        };
+    }
+    Some(cur)
+}
+
+/// Replacing any member of any corpus definition with a value of another type
+/// or an extreme value never panics and never answers a server error: the
+/// answer is a client-side exception, or an accepted definition that renders
+/// and runs.
+#[test]
+fn taskdef_corpus_mutations_never_panic() {
+    use berth_coordinator::error::ErrorKind;
+    use serde_json::json;
+    let replacements = [
+        Value::Null,
+        json!(0),
+        json!(-1),
+        json!(65536),
+        json!(2147483648u64),
+        json!(1.5),
+        json!(""),
+        json!("x"),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!([null]),
+        json!("a".repeat(300)),
+    ];
+    let dir = corpus_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let (mut accepted, mut rejected) = (0usize, 0usize);
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+        let original: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = Vec::new();
+        paths(&original, &mut Vec::new(), &mut all);
+        for p in &all {
+            for r in &replacements {
+                let mut mutated = original.clone();
+                if let Some(slot) = at_mut(&mut mutated, p) {
+                    *slot = r.clone();
+                }
+                match validate_register(&mutated) {
+                    Ok(reg) => {
+                        accepted += 1;
+                        let out = render(&reg.definition, "arn", 1, "ACTIVE", 0.0, None, None);
+                        if !r.is_null()
+                            && !matches!(p.first(), Some(PathStep::Key(k)) if k == "tags")
+                        {
+                            // What was accepted reads back unchanged.
+                            let mut diffs = Vec::new();
+                            subset_diffs(&mutated, &out, "", &mut diffs);
+                            assert!(
+                                diffs.is_empty(),
+                                "{}: {p:?} = {r}: {diffs:?}",
+                                path.display()
+                            );
+                        }
+                        if let Err(e) = containers_for_run(&reg.definition, None) {
+                            panic!(
+                                "{}: {p:?} = {r}: accepted but not runnable: {e}",
+                                path.display()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        rejected += 1;
+                        assert!(
+                            matches!(
+                                e.kind,
+                                ErrorKind::ClientException
+                                    | ErrorKind::InvalidParameterException
+                                    | ErrorKind::SerializationException
+                            ),
+                            "{}: {p:?} = {r}: {e}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && rejected > 0,
+        "accepted {accepted}, rejected {rejected}"
+    );
+}

@@ -554,3 +554,243 @@ async fn restarted_agent_can_wait_on_existing_task() {
     rt3.start("after-restart").await.expect("start");
     assert_eq!(rt3.wait("after-restart").await.expect("wait"), 4);
 }
+
+/// `user:bcrypt("berth-pass")` for the registry's htpasswd file.
+const HTPASSWD: &str = "berth:$2b$04$K7hY4oMewZZtcRWpxHPCku8nU6C7srjgqtkQ2pOnTkxo.SkXqFVWq";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_index_with_basic_auth() {
+    if !support::require_root("pull_index_with_basic_auth") {
+        return;
+    }
+    let ctd = Containerd::start().expect("start containerd");
+    let registry = Registry::start_with_auth(HTPASSWD).expect("start registry");
+    let creds = ("berth".to_string(), "berth-pass".to_string());
+    let image = support::push_busybox(
+        &registry.addr,
+        "secure/busybox",
+        "multi",
+        &ImageOptions {
+            as_index: true,
+            auth: Some(creds.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("push index");
+
+    // No credentials: refused, and the error says which image.
+    let anon = ContainerdRuntime::connect(&ctd.socket, "berth", insecure(&registry))
+        .await
+        .expect("connect");
+    match anon.pull(&image.reference).await {
+        Err(RuntimeError::Pull(msg)) => assert!(msg.contains(&image.reference), "{msg}"),
+        other => panic!("expected Pull error without credentials, got {other:?}"),
+    }
+    // Wrong password: refused.
+    let mut wrong = insecure(&registry);
+    wrong.auth.insert(
+        registry.addr.clone(),
+        ("berth".to_string(), "not-the-password".to_string()),
+    );
+    let wrong_rt = ContainerdRuntime::connect(&ctd.socket, "berth", wrong)
+        .await
+        .expect("connect");
+    assert!(matches!(
+        wrong_rt.pull(&image.reference).await,
+        Err(RuntimeError::Pull(_))
+    ));
+
+    // Right password: the index resolves to the linux/amd64 manifest.
+    let mut cfg_ok = insecure(&registry);
+    cfg_ok.auth.insert(registry.addr.clone(), creds);
+    let rt = ContainerdRuntime::connect(&ctd.socket, "other-ns", cfg_ok)
+        .await
+        .expect("connect");
+    let cfg = rt.pull(&image.reference).await.expect("pull with auth");
+    assert_eq!(cfg.cmd, vec!["sh".to_string()], "wrong platform chosen");
+    assert_eq!(cfg.digest, image.manifest_digest, "digest is the index's");
+    let logs = tempfile::tempdir().expect("logs");
+    let req = CreateRequest {
+        id: "idx".into(),
+        image: image.reference.clone(),
+        image_config: cfg.clone(),
+        labels: BTreeMap::new(),
+        args: vec!["sh".into(), "-c".into(), "echo from-index".into()],
+        env: cfg.env.clone(),
+        cwd: "/".into(),
+        user: None,
+        cpu_shares: None,
+        memory_limit: None,
+        memory_reservation: None,
+        network: NetworkNamespace::New,
+        hostname: None,
+        privileged: false,
+        readonly_rootfs: false,
+        stdout_path: logs.path().join("idx.out"),
+        stderr_path: logs.path().join("idx.err"),
+    };
+    rt.create(&req).await.expect("create");
+    rt.start("idx").await.expect("start");
+    assert_eq!(rt.wait("idx").await.expect("wait"), 0);
+    assert_eq!(
+        std::fs::read_to_string(logs.path().join("idx.out")).expect("stdout"),
+        "from-index\n"
+    );
+    // A second namespace has its own snapshots: the other runtime's namespace
+    // has none of this container.
+    assert!(anon.list().await.expect("list").is_empty());
+    drop(rt);
+    drop(ctd);
+}
+
+/// Run `ctr` against the test's containerd in the agent's namespace.
+fn ctr(ctd: &Containerd, args: &[&str]) -> String {
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .args(["--namespace", "berth"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_survive_garbage_collection() {
+    let Some(env) = setup(
+        "concurrent_pulls_survive_garbage_collection",
+        ImageOptions::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let rt2 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    let (a, b, c) = tokio::join!(
+        env.rt.pull(&env.image.reference),
+        rt2.pull(&env.image.reference),
+        env.rt.pull(&env.image.reference),
+    );
+    let a = a.expect("pull a");
+    assert_eq!(a, b.expect("pull b"));
+    assert_eq!(a, c.expect("pull c"));
+
+    // No pull leases left behind; then force a synchronous GC.
+    let leases = ctr(&env.ctd, &["leases", "ls", "-q"]);
+    assert!(leases.trim().is_empty(), "leftover leases: {leases}");
+    ctr(&env.ctd, &["leases", "create", "--id", "gc-trigger"]);
+    ctr(&env.ctd, &["leases", "rm", "--sync", "gc-trigger"]);
+
+    // Content and the unpacked chain survived GC; no extraction snapshots leaked.
+    let content = ctr(&env.ctd, &["content", "ls", "-q"]);
+    assert!(content.contains(&env.image.layer_digest), "{content}");
+    assert!(content.contains(&env.image.manifest_digest), "{content}");
+    let snapshots = ctr(&env.ctd, &["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(snapshots.contains(&env.image.diff_id), "{snapshots}");
+    assert_eq!(snapshots.lines().count(), 2, "{snapshots}");
+    let images = ctr(&env.ctd, &["images", "ls", "-q"]);
+    assert_eq!(images.trim(), env.image.reference);
+
+    // The image is still usable by a runtime with no cache.
+    let rt3 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    let mut req = env.request("aftergc", &["true"], &a);
+    req.id = "aftergc".into();
+    rt3.create(&req).await.expect("create after gc");
+    rt3.start("aftergc").await.expect("start");
+    assert_eq!(rt3.wait("aftergc").await.expect("wait"), 0);
+}
+
+/// Effective capability mask of the process that reads /proc/self/status.
+fn cap_line(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_and_readonly_rootfs() {
+    let Some(env) = setup("privileged_and_readonly_rootfs", ImageOptions::default()).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let caps_cmd = ["grep", "^CapEff", "/proc/self/status"];
+
+    let plain = env.request("plain", &caps_cmd, &cfg);
+    assert_eq!(env.run(&plain).await, 0);
+    // The 14 default capabilities of containerd's spec.
+    assert_eq!(
+        cap_line(&env.stdout("plain"), "CapEff:"),
+        "00000000a80425fb"
+    );
+
+    let mut privileged = env.request("priv", &caps_cmd, &cfg);
+    privileged.privileged = true;
+    assert_eq!(env.run(&privileged).await, 0);
+    let host = std::fs::read_to_string("/proc/self/status").expect("host status");
+    assert_eq!(
+        cap_line(&env.stdout("priv"), "CapEff:"),
+        cap_line(&host, "CapBnd:")
+    );
+
+    let mut ro = env.request(
+        "ro",
+        &["sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro"],
+        &cfg,
+    );
+    ro.readonly_rootfs = true;
+    assert_eq!(env.run(&ro).await, 0);
+    assert_eq!(env.stdout("ro"), "ro\n");
+    let rw = env.request(
+        "rw",
+        &["sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro"],
+        &cfg,
+    );
+    assert_eq!(env.run(&rw).await, 0);
+    assert_eq!(env.stdout("rw"), "rw\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_latency() {
+    let Some(env) = setup("start_latency", ImageOptions::default()).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let mut create = Vec::new();
+    let mut start = Vec::new();
+    let mut total = Vec::new();
+    for i in 0..10 {
+        let id = format!("lat{i}");
+        let req = env.request(&id, &["true"], &cfg);
+        let t = Instant::now();
+        env.rt.create(&req).await.expect("create");
+        let c = t.elapsed();
+        env.rt.start(&id).await.expect("start");
+        let s = t.elapsed();
+        assert_eq!(env.rt.wait(&id).await.expect("wait"), 0);
+        total.push(t.elapsed());
+        create.push(c);
+        start.push(s - c);
+        env.rt.delete(&id).await.expect("delete");
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (c, s, t) = (median(&mut create), median(&mut start), median(&mut total));
+    eprintln!(
+        "start_latency (busybox true, medians of 10): create {c:?}, start {s:?}, create+start+wait {t:?}"
+    );
+    assert!(t < Duration::from_secs(2), "median create+start+wait {t:?}");
+}

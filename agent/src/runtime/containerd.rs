@@ -67,6 +67,17 @@ pub struct ContainerdRuntime {
     pub(super) registries: RegistryConfig,
     /// Image name → what a pull found. A plain mutex: never held across `.await`.
     images: Mutex<HashMap<String, CachedImage>>,
+    /// Container id → what `create` already learned that `start` needs, so
+    /// the start path skips Containers.Get and Snapshots.Mounts. After a
+    /// restart `start` falls back to asking containerd.
+    prepared: Mutex<HashMap<String, Prepared>>,
+}
+
+/// Rootfs mounts and stdio paths of a created, not yet started container.
+#[derive(Debug, Clone)]
+struct Prepared {
+    mounts: Vec<Mount>,
+    stdio: (Option<String>, Option<String>),
 }
 
 fn status_text(s: &tonic::Status) -> String {
@@ -110,6 +121,7 @@ impl ContainerdRuntime {
             oci,
             registries,
             images: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         };
         rt.ensure_namespace(namespace).await?;
         Ok(rt)
@@ -422,6 +434,11 @@ impl ContainerdRuntime {
                 )));
             }
         }
+        let stdio = stdio_paths(&spec::labels_map(&req.labels));
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.id.clone(), Prepared { mounts, stdio });
         tracing::debug!(
             id = %req.id,
             container_ms = t_container.as_secs_f64() * 1e3,
@@ -443,16 +460,28 @@ impl ContainerdRuntime {
     async fn start_inner(&self, id: &str) -> Result<u32, RuntimeError> {
         let started = Instant::now();
         let start_err = |msg: String| RuntimeError::Start(format!("container {id}: {msg}"));
-        let container = self
-            .container(id)
-            .await?
-            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let stdio = stdio_paths(&container.labels);
-
-        let mounts = self
-            .rootfs_mounts(&container.snapshot_key)
-            .await
-            .map_err(|s| start_err(format!("Snapshots.Mounts: {}", status_text(&s))))?;
+        let cached = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let Prepared { mounts, stdio } = match cached {
+            Some(p) => p,
+            None => {
+                let container = self
+                    .container(id)
+                    .await?
+                    .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+                let mounts = self
+                    .rootfs_mounts(&container.snapshot_key)
+                    .await
+                    .map_err(|s| start_err(format!("Snapshots.Mounts: {}", status_text(&s))))?;
+                Prepared {
+                    mounts,
+                    stdio: stdio_paths(&container.labels),
+                }
+            }
+        };
         for path in [&stdio.0, &stdio.1].into_iter().flatten() {
             if let Some(parent) = Path::new(path).parent() {
                 std::fs::create_dir_all(parent)
@@ -578,6 +607,10 @@ impl ContainerdRuntime {
     }
 
     async fn delete_inner(&self, id: &str) -> Result<(), RuntimeError> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         if let Some(p) = self.task(id).await? {
             if p.status == TaskStatus::Running as i32
                 || p.status == TaskStatus::Paused as i32

@@ -349,13 +349,39 @@ pub fn host_devices() -> Vec<HostDevice> {
     out
 }
 
-/// Every capability the running kernel knows (for privileged containers).
+/// Every capability the agent itself may grant (for privileged containers):
+/// its bounding set, as containerd's `WithAllCurrentCapabilities` does. In a
+/// restricted environment asking for more makes runc fail with EPERM.
 pub fn all_capabilities() -> Vec<String> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(CAPABILITY_NAMES.len() - 1);
-    capabilities_up_to(last)
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match bounding_mask(&status) {
+        Some(mask) => capabilities_from_mask(mask),
+        None => {
+            let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .unwrap_or(CAPABILITY_NAMES.len() - 1);
+            capabilities_up_to(last)
+        }
+    }
+}
+
+/// The `CapBnd:` mask from `/proc/<pid>/status` text.
+fn bounding_mask(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Capability names for the bits set in `mask` (unknown bits ignored).
+fn capabilities_from_mask(mask: u64) -> Vec<String> {
+    CAPABILITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 fn capabilities_up_to(last: usize) -> Vec<String> {
@@ -849,6 +875,31 @@ mod tests {
         std::fs::remove_file(top.path().join("etc/passwd")).expect("rm");
         std::os::unix::fs::symlink("/etc/hostname", top.path().join("etc/passwd")).expect("ln");
         assert_eq!(read_image_file(&dirs, "etc/passwd"), None);
+    }
+
+    #[test]
+    fn capabilities_from_bounding_set() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffeffffff\n";
+        let mask = bounding_mask(status).expect("mask");
+        let caps = capabilities_from_mask(mask);
+        assert_eq!(caps.len(), 40);
+        assert!(
+            !caps.contains(&"CAP_SYS_RESOURCE".to_string()),
+            "bit 24 is clear"
+        );
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(
+            capabilities_from_mask(0xa80425fb).len(),
+            DEFAULT_CAPABILITIES.len()
+        );
+        let mut defaults: Vec<String> =
+            DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+        defaults.sort();
+        let mut from_mask = capabilities_from_mask(0xa80425fb);
+        from_mask.sort();
+        assert_eq!(from_mask, defaults);
+        assert_eq!(bounding_mask("CapBnd:\tzz\n"), None);
+        assert_eq!(bounding_mask(""), None);
     }
 
     #[test]

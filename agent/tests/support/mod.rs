@@ -226,17 +226,33 @@ pub fn free_port() -> Result<u16> {
 
 impl Registry {
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// A registry that demands HTTP basic auth; `htpasswd_line` is
+    /// `user:<bcrypt hash>`.
+    pub fn start_with_auth(htpasswd_line: &str) -> Result<Self> {
+        Self::start_inner(Some(htpasswd_line))
+    }
+
+    fn start_inner(htpasswd_line: Option<&str>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-reg-").tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(line) = htpasswd_line {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{line}\n"))?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -295,7 +311,7 @@ pub struct PushedImage {
 /// Applets linked to busybox in the test image.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "echo", "true", "false", "httpd", "cat", "ls", "pwd", "env", "id", "wget",
-    "trap", "kill", "ps",
+    "trap", "kill", "ps", "touch", "wc", "grep", "mkdir",
 ];
 
 /// The single image layer: `/bin/busybox` + applet symlinks + minimal
@@ -358,24 +374,37 @@ pub fn busybox_layer() -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((raw, gz.finish()?))
 }
 
+/// A request with basic auth when credentials are given.
+fn authed(rb: reqwest::RequestBuilder, auth: &Option<(String, String)>) -> reqwest::RequestBuilder {
+    match auth {
+        Some((u, p)) => rb.basic_auth(u, Some(p)),
+        None => rb,
+    }
+}
+
 async fn push_blob(
     http: &reqwest::Client,
+    auth: &Option<(String, String)>,
     registry: &str,
     repo: &str,
     data: &[u8],
 ) -> Result<String> {
     let digest = sha256(data);
-    let head = http
-        .head(format!("http://{registry}/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await?;
+    let head = authed(
+        http.head(format!("http://{registry}/v2/{repo}/blobs/{digest}")),
+        auth,
+    )
+    .send()
+    .await?;
     if head.status().is_success() {
         return Ok(digest);
     }
-    let start = http
-        .post(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await?;
+    let start = authed(
+        http.post(format!("http://{registry}/v2/{repo}/blobs/uploads/")),
+        auth,
+    )
+    .send()
+    .await?;
     if start.status() != reqwest::StatusCode::ACCEPTED {
         bail!("start upload: {}", start.status());
     }
@@ -391,8 +420,7 @@ async fn push_blob(
         format!("http://{registry}{location}")
     };
     let sep = if url.contains('?') { '&' } else { '?' };
-    let put = http
-        .put(format!("{url}{sep}digest={digest}"))
+    let put = authed(http.put(format!("{url}{sep}digest={digest}")), auth)
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
@@ -407,6 +435,33 @@ async fn push_blob(
     Ok(digest)
 }
 
+async fn put_manifest(
+    http: &reqwest::Client,
+    auth: &Option<(String, String)>,
+    registry: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Result<()> {
+    let put = authed(
+        http.put(format!("http://{registry}/v2/{repo}/manifests/{reference}")),
+        auth,
+    )
+    .header("content-type", media_type)
+    .body(body.to_vec())
+    .send()
+    .await?;
+    if put.status() != reqwest::StatusCode::CREATED {
+        bail!(
+            "push manifest: {} {}",
+            put.status(),
+            put.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Options for [`push_busybox`].
 #[derive(Debug, Clone, Default)]
 pub struct ImageOptions {
@@ -416,7 +471,14 @@ pub struct ImageOptions {
     pub working_dir: Option<String>,
     /// Extra bytes in the config (a label) so two tags get different digests.
     pub label: Option<String>,
+    /// Push an OCI index (an arm64 entry first, then linux/amd64) and point
+    /// the tag at the index.
+    pub as_index: bool,
+    /// Basic-auth credentials for the registry.
+    pub auth: Option<(String, String)>,
 }
+
+const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Build the busybox test image and push it as `repo:tag` to `registry`.
 pub async fn push_busybox(
@@ -428,7 +490,8 @@ pub async fn push_busybox(
     let (raw, gz) = busybox_layer()?;
     let diff_id = sha256(&raw);
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let layer_digest = push_blob(&http, registry, repo, &gz).await?;
+    let auth = &opts.auth;
+    let layer_digest = push_blob(&http, auth, registry, repo, &gz).await?;
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(opts.env.iter().cloned());
@@ -446,10 +509,10 @@ pub async fn push_busybox(
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "berth test image"}],
     }))?;
-    let config_digest = push_blob(&http, registry, repo, &config).await?;
+    let config_digest = push_blob(&http, auth, registry, repo, &config).await?;
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": MT_MANIFEST,
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": config_digest,
@@ -467,22 +530,101 @@ pub async fn push_busybox(
         }
     }
     let manifest_bytes = serde_json::to_vec(&manifest)?;
-    let put = http
-        .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest_bytes.clone())
-        .send()
+    let manifest_digest = sha256(&manifest_bytes);
+    let reference = format!("{registry}/{repo}:{tag}");
+    if !opts.as_index {
+        put_manifest(
+            &http,
+            auth,
+            registry,
+            repo,
+            tag,
+            MT_MANIFEST,
+            &manifest_bytes,
+        )
         .await?;
-    if put.status() != reqwest::StatusCode::CREATED {
-        bail!(
-            "push manifest: {} {}",
-            put.status(),
-            put.text().await.unwrap_or_default()
-        );
+        return Ok(PushedImage {
+            reference,
+            manifest_digest,
+            diff_id,
+            layer_digest,
+        });
     }
+    put_manifest(
+        &http,
+        auth,
+        registry,
+        repo,
+        &manifest_digest,
+        MT_MANIFEST,
+        &manifest_bytes,
+    )
+    .await?;
+    // The arm64 entry is a real manifest whose config says Cmd
+    // ["wrong-platform"]: a test can tell which entry a pull chose.
+    let arm_config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "arm64",
+        "os": "linux",
+        "config": {"Cmd": ["wrong-platform"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))?;
+    let arm_config_digest = push_blob(&http, auth, registry, repo, &arm_config).await?;
+    let arm_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": arm_config_digest,
+            "size": arm_config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer_digest,
+            "size": gz.len(),
+        }],
+    }))?;
+    let arm_digest = sha256(&arm_manifest);
+    put_manifest(
+        &http,
+        auth,
+        registry,
+        repo,
+        &arm_digest,
+        MT_MANIFEST,
+        &arm_manifest,
+    )
+    .await?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": MT_MANIFEST,
+                "digest": arm_digest,
+                "size": arm_manifest.len(),
+                "platform": {"architecture": "arm64", "os": "linux"},
+            },
+            {
+                "mediaType": MT_MANIFEST,
+                "digest": manifest_digest,
+                "size": manifest_bytes.len(),
+                "platform": {"architecture": "amd64", "os": "linux"},
+            },
+        ],
+    }))?;
+    put_manifest(
+        &http,
+        auth,
+        registry,
+        repo,
+        tag,
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )
+    .await?;
     Ok(PushedImage {
-        reference: format!("{registry}/{repo}:{tag}"),
-        manifest_digest: sha256(&manifest_bytes),
+        reference,
+        manifest_digest: sha256(&index),
         diff_id,
         layer_digest,
     })

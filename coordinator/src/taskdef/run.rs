@@ -177,6 +177,28 @@ fn apply_container_overrides(
                 "Override for container named {name} is not a container in the TaskDefinition."
             )));
         };
+        for r in objects_of(ov, "resourceRequirements") {
+            let value = str_of(r, "value").unwrap_or("");
+            if str_of(r, "type") == Some("GPU") && !value.parse::<u32>().is_ok_and(|n| n >= 1) {
+                return Err(ApiError::invalid(format!(
+                    "GPU resource requirement '{value}' in the override for container {name} must be a positive integer."
+                )));
+            }
+        }
+        let env_files = list_of(ov, "environmentFiles");
+        if env_files.len() > 10 {
+            return Err(ApiError::invalid(format!(
+                "At most 10 environment files are allowed in the override for container {name}."
+            )));
+        }
+        for f in env_files.iter().filter_map(Value::as_object) {
+            let value = str_of(f, "value").unwrap_or("");
+            if !value.ends_with(".env") {
+                return Err(ApiError::invalid(format!(
+                    "Environment file '{value}' in the override for container {name} must have a .env file extension."
+                )));
+            }
+        }
         if let Some(Value::Array(cmd)) = ov.get("command") {
             spec.command = Some(
                 cmd.iter()

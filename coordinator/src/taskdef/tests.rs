@@ -870,6 +870,33 @@ fn run_overrides_apply_as_ecs_documents_them() {
             requirements: None,
         },
         Row {
+            id: "gpu-override-zero",
+            overrides: Some(
+                json!({"containerOverrides": [{"name": "app", "resourceRequirements": [{"type": "GPU", "value": "0"}]}]}),
+            ),
+            expect: Err((
+                ErrorKind::InvalidParameterException,
+                "must be a positive integer",
+            )),
+            requirements: None,
+        },
+        Row {
+            id: "env-file-override-extension",
+            overrides: Some(
+                json!({"containerOverrides": [{"name": "app", "environmentFiles": [{"type": "s3", "value": "arn:aws:s3:::b/x.txt"}]}]}),
+            ),
+            expect: Err((ErrorKind::InvalidParameterException, ".env file extension")),
+            requirements: None,
+        },
+        Row {
+            id: "env-file-and-gpu-accepted",
+            overrides: Some(
+                json!({"containerOverrides": [{"name": "app", "environmentFiles": [{"type": "s3", "value": "arn:aws:s3:::b/x.env"}], "resourceRequirements": [{"type": "GPU", "value": "1"}]}]}),
+            ),
+            expect: Ok(vec![base_app.clone(), base_side.clone()]),
+            requirements: Some((10, 96)),
+        },
+        Row {
             id: "ephemeral-small",
             overrides: Some(json!({"ephemeralStorage": {"sizeInGiB": 5}})),
             expect: Err((ErrorKind::InvalidParameterException, "between 21 and 200")),

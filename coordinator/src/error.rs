@@ -38,6 +38,8 @@ pub enum ErrorKind {
     InvalidActivationId,
     /// SSM: invalid request parameters (`InvalidParameters`), filters, tokens.
     InvalidParameters,
+    /// AWS model-constraint failure (SSM: "1 validation error detected: ...").
+    ValidationException,
     InvalidFilter,
     InvalidNextToken,
     /// ECS: a feature Berth (or the launch type) does not support.
@@ -71,6 +73,7 @@ impl ErrorKind {
             ErrorKind::InvalidActivation => "InvalidActivation",
             ErrorKind::InvalidActivationId => "InvalidActivationId",
             ErrorKind::InvalidParameters => "InvalidParameters",
+            ErrorKind::ValidationException => "ValidationException",
             ErrorKind::InvalidFilter => "InvalidFilter",
             ErrorKind::InvalidNextToken => "InvalidNextToken",
             ErrorKind::UnsupportedFeatureException => "UnsupportedFeatureException",

@@ -15,6 +15,16 @@ fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::InvalidParameters, msg)
 }
 
+/// A model-constraint failure, worded as AWS's front end words it.
+fn constraint(value: &str, member: &str, rule: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::ValidationException,
+        format!(
+            "1 validation error detected: Value {value} at '{member}' failed to satisfy constraint: {rule}"
+        ),
+    )
+}
+
 /// SSM tags: `[{"Key": .., "Value": ..}]`, key 1-128, value 0-256, at most 1000.
 pub fn parse_tags(v: Option<&Value>) -> Result<Vec<Tag>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
@@ -75,7 +85,11 @@ fn opt_len(p: &Params<'_>, key: &str, max: usize) -> Result<Option<String>, ApiE
     match p.opt_str(key)? {
         None => Ok(None),
         Some(s) if s.chars().count() <= max => Ok(Some(s.to_string())),
-        Some(_) => Err(invalid(format!("{key} must be at most {max} characters."))),
+        Some(s) => Err(constraint(
+            &format!("'{s}'"),
+            &lower_first(key),
+            &format!("Member must have length less than or equal to {max}"),
+        )),
     }
 }
 
@@ -96,16 +110,43 @@ pub async fn dispatch(
     }
 }
 
+/// `IamRole` → `iamRole`, as AWS names members in validation messages.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
     let iam_role = p
         .opt_str("IamRole")?
-        .ok_or_else(|| invalid("IamRole is required."))?;
-    if iam_role.is_empty() || iam_role.chars().count() > 64 {
-        return Err(invalid("IamRole must be between 1 and 64 characters."));
+        .ok_or_else(|| constraint("null", "iamRole", "Member must not be null"))?;
+    if iam_role.chars().count() > 64 {
+        return Err(constraint(
+            &format!("'{iam_role}'"),
+            "iamRole",
+            "Member must have length less than or equal to 64",
+        ));
+    }
+    if iam_role.is_empty() {
+        return Err(invalid("IamRole must not be empty."));
     }
     let limit = p.opt_int("RegistrationLimit")?.unwrap_or(1);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("RegistrationLimit must be between 1 and 1000."));
+    if limit < 1 {
+        return Err(constraint(
+            &format!("'{limit}'"),
+            "registrationLimit",
+            "Member must have value greater than or equal to 1",
+        ));
+    }
+    if limit > 1000 {
+        return Err(constraint(
+            &format!("'{limit}'"),
+            "registrationLimit",
+            "Member must have value less than or equal to 1000",
+        ));
     }
     let req = Request::CreateActivation {
         iam_role: iam_role.to_string(),
@@ -126,7 +167,13 @@ fn describe(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
     let max = match p.opt_int("MaxResults")? {
         None => 50,
         Some(n) if (1..=50).contains(&n) => n as usize,
-        Some(_) => return Err(invalid("MaxResults must be between 1 and 50.")),
+        Some(n) => {
+            return Err(constraint(
+                &format!("'{n}'"),
+                "maxResults",
+                "Member must have value between 1 and 50",
+            ))
+        }
     };
     let mut filters: Vec<(&str, Vec<&str>)> = Vec::new();
     for f in p.opt_array("Filters")?.map(|v| v.as_slice()).unwrap_or(&[]) {
@@ -211,11 +258,12 @@ pub fn valid_activation_id(id: &str) -> bool {
 async fn delete(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
     let id = p
         .opt_str("ActivationId")?
-        .ok_or_else(|| invalid("ActivationId is required."))?;
+        .ok_or_else(|| constraint("null", "activationId", "Member must not be null"))?;
     if !valid_activation_id(id) {
-        return Err(ApiError::new(
-            ErrorKind::InvalidActivationId,
-            "The activation ID is not valid. Verify that you entered the correct ActivationId and try again.",
+        return Err(constraint(
+            &format!("'{id}'"),
+            "activationId",
+            "Member must satisfy regular expression pattern: ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
         ));
     }
     call.state

@@ -616,8 +616,8 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
         Request::DeleteActivation { id } => {
             if !m.activations.contains_key(&id) {
                 return Err(ApiError::new(
-                    ErrorKind::InvalidActivation,
-                    format!("Activation {id} does not exist."),
+                    ErrorKind::InvalidActivationId,
+                    format!("Activation ID {id} is not valid. Verify that you entered the correct ActivationId and try again."),
                 ));
             }
             Ok((vec![Command::DeleteActivation { id }], Outcome::Done))

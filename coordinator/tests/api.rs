@@ -29,7 +29,14 @@ async fn protocol_errors_answer_the_aws_type_and_a_4xx() {
 
     let signed = |target: &str, body: &[u8]| signed_headers(&addr, target, body, &key, "ecs");
     let big = vec![b' '; 1024 * 1024 + 1];
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u16, &str)> = vec![
+    type Case = (
+        &'static str,
+        Vec<(String, String)>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "malformed json",
             signed(&format!("{ECS}CreateCluster"), b"{\"clusterName\": "),
@@ -187,7 +194,7 @@ async fn ecs_validation_table() {
 #[tokio::test]
 async fn twenty_concurrent_run_tasks_never_overcommit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = TestCoord::start(dir.path()).await;
+    let t = TestCoord::start(dir.path()).await;
     setup_cluster(&t, "busy", 100).await;
     // Room for exactly 10 tasks of 100 MiB.
     let (_, _, arn) = t.register_instance("busy", 4096, 1000, &["22"]).await;
@@ -238,7 +245,7 @@ async fn twenty_concurrent_run_tasks_never_overcommit() {
 #[tokio::test]
 async fn long_poll_wakes_on_run_task_and_reports_apply_once_forward_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = TestCoord::start(dir.path()).await;
+    let t = TestCoord::start(dir.path()).await;
     setup_cluster(&t, "lp", 64).await;
     let (_, auth, _) = t.register_instance("lp", 1024, 1024, &[]).await;
 

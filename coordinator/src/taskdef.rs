@@ -9,8 +9,8 @@
 //!    "Actual length: 'N'. Max allowed length is 65536 bytes.").
 //! 2. Tags ([`validate_tags`]): `InvalidParameterException`, as ECS answers
 //!    tagging problems.
-//! 3. Protocol shape ([`shape`], against botocore's model in [`schema`]): a
-//!    JSON value of the wrong type is `SerializationException` with the AWS
+//! 3. Protocol shape (`taskdef/shape.rs`, against botocore's model in
+//!    `taskdef/schema.rs`): a JSON value of the wrong type is `SerializationException` with the AWS
 //!    JSON front end's wording ("STRING_VALUE can not be converted to an
 //!    Integer", "Start of list found where not expected", ...); a model
 //!    constraint (enum value, required member, length or range) is
@@ -18,7 +18,7 @@
 //!    'path' failed to satisfy constraint: ..." form. `null` members count as
 //!    absent and members the model does not know are ignored and not stored,
 //!    as the AWS front end does; everything else is stored exactly as sent.
-//! 4. Semantics ([`validate`]): `ClientException`, ECS's answer for
+//! 4. Semantics (`taskdef/validate.rs`): `ClientException`, ECS's answer for
 //!    RegisterTaskDefinition problems, with ECS's own messages where they are
 //!    known ("Invalid setting for container 'x'. At least one of 'memory' or
 //!    'memoryReservation' must be specified.", "Container.image should not be
@@ -31,9 +31,10 @@
 //!    the sums within task cpu/memory; task `cpu` as units or vCPU, `memory`
 //!    as MiB or GB (echoed back as sent, normalised only in [`Requirements`]);
 //!    ports 1-65535 (host 0-65535), none in `none` mode, host port = container
-//!    port in `host` mode, unique host ports per task and unique container
-//!    ports where containers share a network namespace (host, awsvpc),
-//!    `containerPortRange` rules; links only in bridge mode and only to other
+//!    port in `host` mode, one protocol per container port, unique host ports
+//!    per task and unique container ports where containers share a network
+//!    namespace (host, awsvpc), `containerPortRange` rules, port mapping names
+//!    (≤64 of `a-z0-9_-`, unique, not starting with `-`); links only in bridge mode and only to other
 //!    containers; `dependsOn` targets exist, COMPLETE/SUCCESS only on
 //!    non-essential targets, HEALTHY only on targets with a health check, no
 //!    cycles; `volumesFrom` and `mountPoints` reference existing containers
@@ -42,6 +43,11 @@
 //!    environment files ending `.env`; kernel capabilities from ECS's list;
 //!    ulimits unique with soft ≤ hard; hostname and extraHosts not in awsvpc;
 //!    one FireLens router, required by `awsfirelens`; proxy container exists;
+//!    `dockerSecurityOptions` and tmpfs mount options from the documented
+//!    lists; at most one credential spec; awslogs datetime-format and
+//!    multiline-pattern not both; EFS IAM authorization only with transit
+//!    encryption, access point only with root `/`; inference accelerators
+//!    named uniquely and referenced by a container;
 //!    ephemeral storage 21-200 GiB; at most 10 placement constraints; the
 //!    Fargate rules (awsvpc, task cpu/memory from the size table, no placement
 //!    constraints, host volumes, Docker volumes, privileged, host pidMode,
@@ -58,11 +64,20 @@
 //!
 //! # Round trip
 //! The stored definition is the cleaned request without `tags`, plus only the
-//! defaults ECS adds ([`render::apply_defaults`]): every member a client sent
+//! defaults ECS adds (`render::apply_defaults`): every member a client sent
 //! reads back unchanged. [`render`] adds the registration metadata,
 //! `requiresAttributes` (derived from the features used, see
-//! [`render::required_attributes`]) and `compatibilities` (`EC2`, `EXTERNAL`,
+//! [`required_attributes`]) and `compatibilities` (`EC2`, `EXTERNAL`,
 //! and `FARGATE` when the definition satisfies Fargate's rules).
+//!
+//! # RunTask overrides
+//! [`containers_for_run`] applies a `TaskOverride` to the stored definition:
+//! JSON at most 8192 bytes; container overrides must name an existing
+//! container (once); `command` replaces, `environment` merges by name (the
+//! override wins, new names are appended), `cpu`/`memory`/`memoryReservation`
+//! replace; task `cpu`/`memory` replace the definition's. The memory rules
+//! and task totals are checked again on the result. Problems answer
+//! `InvalidParameterException` (ECS's answer for RunTask parameters).
 //!
 //! # References
 //! [`parse_reference`] reads `family`, `family:N` and task definition ARNs; a

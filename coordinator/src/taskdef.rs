@@ -10,9 +10,10 @@
 //! 2. Tags ([`validate_tags`]): `InvalidParameterException`, as ECS answers
 //!    tagging problems.
 //! 3. Protocol shape (`taskdef/shape.rs`, against botocore's model in
-//!    `taskdef/schema.rs`): a JSON value of the wrong type is `SerializationException` with the AWS
-//!    JSON front end's wording ("STRING_VALUE can not be converted to an
-//!    Integer", "Start of list found where not expected", ...); a model
+//!    `taskdef/schema.rs`): a JSON value of the wrong type is
+//!    `SerializationException` with the AWS JSON front end's wording
+//!    ("STRING_VALUE can not be converted to an Integer", "Start of list
+//!    found where not expected", ...); a model
 //!    constraint (enum value, required member, length or range) is
 //!    `ClientException` in the AWS "1 validation error detected: Value X at
 //!    'path' failed to satisfy constraint: ..." form. `null` members count as

@@ -794,3 +794,67 @@ async fn start_latency() {
     );
     assert!(t < Duration::from_secs(2), "median create+start+wait {t:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_layer_image_unpacks_in_order() {
+    let size = 3 * 1024 * 1024 + 123;
+    let opts = ImageOptions {
+        data_layer_bytes: Some(size),
+        ..Default::default()
+    };
+    let Some(env) = setup("multi_layer_image_unpacks_in_order", opts).await else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    // Bottom chain id = bottom diff id; the top is a chain of both.
+    assert!(env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
+    let req = env.request(
+        "layers",
+        &[
+            "sh",
+            "-c",
+            "wc -c < /data/blob; cat /etc/motd; ls /bin/busybox",
+        ],
+        &cfg,
+    );
+    assert_eq!(env.run(&req).await, 0, "stderr: {}", env.stderr("layers"));
+    assert_eq!(
+        env.stdout("layers"),
+        format!("{size}\nsecond layer\n/bin/busybox\n")
+    );
+    let t = Instant::now();
+    env.rt.pull(&env.image.reference).await.expect("pull again");
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_containerd_restart() {
+    let Some(mut env) = setup(
+        "containers_survive_containerd_restart",
+        ImageOptions::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let req = env.request("long", &["sleep", "1000"], &cfg);
+    env.rt.create(&req).await.expect("create");
+    let pid = env.rt.start("long").await.expect("start");
+
+    env.ctd.restart().expect("restart containerd");
+
+    // The same client (same channel) reconnects and still sees the task.
+    let listed = env.rt.list().await.expect("list after restart");
+    let c = listed.iter().find(|c| c.id == "long").expect("listed");
+    assert_eq!(c.state, ObservedState::Running { pid });
+    env.rt.kill("long", 9).await.expect("kill");
+    assert_eq!(env.rt.wait("long").await.expect("wait"), 137);
+    env.rt.delete("long").await.expect("delete");
+    let again = env.request("after", &["sh", "-c", "exit 5"], &cfg);
+    assert_eq!(env.run(&again).await, 5);
+}

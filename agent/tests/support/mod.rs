@@ -80,33 +80,52 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 sock = socket.display()
             ),
         )?;
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let mut me = Containerd {
+            dir,
+            socket,
+            child: None,
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))?;
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("spawn containerd")?;
-        let mut me = Containerd {
-            dir,
-            socket,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !me.socket.exists() {
-            if let Some(c) = me.child.as_mut() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
-                    bail!("containerd exited early ({status}): {}", me.log());
+                    bail!("containerd exited early ({status}): {}", self.log());
                 }
             }
             if Instant::now() > deadline {
-                bail!("containerd socket did not appear: {}", me.log());
+                bail!("containerd socket did not appear: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(me)
+        Ok(())
+    }
+
+    /// Stop containerd (by PID) and start it again on the same root, state
+    /// and socket; running shims and their containers are left alone, as
+    /// when a host's containerd is upgraded or crashes.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, "containerd");
+        }
+        self.spawn()
     }
 
     pub fn log(&self) -> String {
@@ -304,6 +323,7 @@ pub struct PushedImage {
     /// `127.0.0.1:<port>/<repo>:<tag>`
     pub reference: String,
     pub manifest_digest: String,
+    /// Diff id of the busybox layer (= its chain id, as the bottom layer).
     pub diff_id: String,
     pub layer_digest: String,
 }
@@ -380,6 +400,44 @@ fn authed(rb: reqwest::RequestBuilder, auth: &Option<(String, String)>) -> reqwe
         Some((u, p)) => rb.basic_auth(u, Some(p)),
         None => rb,
     }
+}
+
+/// A second layer: `/data/blob` with `size` pseudo-random (incompressible)
+/// bytes, and `/etc/motd`. Returns (uncompressed tar, gzip).
+pub fn data_layer(size: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut blob = Vec::with_capacity(size);
+    while blob.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        blob.extend_from_slice(&state.to_le_bytes());
+    }
+    blob.truncate(size);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "data", std::io::empty())?;
+    for (path, body) in [
+        ("data/blob", blob.as_slice()),
+        ("etc/motd", b"second layer\n".as_slice()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, body)?;
+    }
+    let raw = tar.into_inner()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw)?;
+    Ok((raw, gz.finish()?))
 }
 
 async fn push_blob(
@@ -476,6 +534,8 @@ pub struct ImageOptions {
     pub as_index: bool,
     /// Basic-auth credentials for the registry.
     pub auth: Option<(String, String)>,
+    /// Add a second layer ([`data_layer`]) of this many random bytes.
+    pub data_layer_bytes: Option<usize>,
 }
 
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -492,6 +552,22 @@ pub async fn push_busybox(
     let http = reqwest::Client::builder().no_proxy().build()?;
     let auth = &opts.auth;
     let layer_digest = push_blob(&http, auth, registry, repo, &gz).await?;
+    let mut diff_ids = vec![diff_id.clone()];
+    let mut layers = vec![serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "digest": layer_digest,
+        "size": gz.len(),
+    })];
+    if let Some(size) = opts.data_layer_bytes {
+        let (raw2, gz2) = data_layer(size)?;
+        let digest2 = push_blob(&http, auth, registry, repo, &gz2).await?;
+        diff_ids.push(sha256(&raw2));
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest2,
+            "size": gz2.len(),
+        }));
+    }
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(opts.env.iter().cloned());
@@ -506,7 +582,7 @@ pub async fn push_busybox(
         "architecture": "amd64",
         "os": "linux",
         "config": container_config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "berth test image"}],
     }))?;
     let config_digest = push_blob(&http, auth, registry, repo, &config).await?;
@@ -518,11 +594,7 @@ pub async fn push_busybox(
             "digest": config_digest,
             "size": config.len(),
         },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": layer_digest,
-            "size": gz.len(),
-        }],
+        "layers": layers,
     });
     if opts.omit_media_type {
         if let Some(obj) = manifest.as_object_mut() {

@@ -239,6 +239,17 @@ pub enum Command {
         id: String,
         tasks: Vec<Task>,
     },
+    /// UpdateContainerInstancesState: `ACTIVE` or `DRAINING`.
+    SetInstanceStatus {
+        ids: Vec<String>,
+        status: String,
+    },
+    /// DeleteTaskDefinitions: INACTIVE revisions become `DELETE_IN_PROGRESS`.
+    SetTaskDefStatus {
+        family: String,
+        revision: u32,
+        status: String,
+    },
     PutActivation(Activation),
     DeleteActivation {
         id: String,
@@ -358,6 +369,28 @@ impl Model {
                     i.status = "INACTIVE".to_string();
                     i.version += 1;
                     i.desired_version += 1;
+                }
+            }
+            Command::SetInstanceStatus { ids, status } => {
+                for id in ids {
+                    if let Some(i) = self.instances.get_mut(id) {
+                        let i = Arc::make_mut(i);
+                        if i.status != *status {
+                            i.status = status.clone();
+                            i.version += 1;
+                        }
+                    }
+                }
+            }
+            Command::SetTaskDefStatus {
+                family,
+                revision,
+                status,
+            } => {
+                if let Some(fam) = self.families.get_mut(family) {
+                    if let Some(td) = Arc::make_mut(fam).revisions.get_mut(revision) {
+                        Arc::make_mut(td).status = status.clone();
+                    }
                 }
             }
             Command::PutActivation(a) => {

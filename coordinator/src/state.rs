@@ -120,6 +120,14 @@ pub enum Request {
         instance: String,
         force: bool,
     },
+    SetInstanceStatus {
+        cluster: Option<String>,
+        instances: Vec<String>,
+        status: String,
+    },
+    DeleteTaskDefs {
+        references: Vec<String>,
+    },
     TagResource {
         arn: String,
         tags: Vec<Tag>,
@@ -176,6 +184,16 @@ pub enum Outcome {
     },
     Task(String),
     Instance(String),
+    /// Instances (ids) and per-reference failures.
+    Instances {
+        ids: Vec<String>,
+        failures: Vec<Failure>,
+    },
+    /// Task definitions (family, revision) and per-reference failures.
+    TaskDefs {
+        found: Vec<(String, u32)>,
+        failures: Vec<Failure>,
+    },
     Registered {
         instance_id: String,
         secret: String,
@@ -540,6 +558,70 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                 }],
                 Outcome::Instance(inst.id.clone()),
             ))
+        }
+        Request::SetInstanceStatus {
+            cluster,
+            instances,
+            status,
+        } => {
+            let c = active_cluster(m, cluster.as_deref())?;
+            let mut ids = Vec::new();
+            let mut failures = Vec::new();
+            for r in &instances {
+                match find_instance(m, &c.name, r).filter(|i| i.status != "INACTIVE") {
+                    Some(i) => ids.push(i.id.clone()),
+                    None => failures.push(Failure {
+                        arn: Some(r.clone()),
+                        reason: "MISSING".into(),
+                        detail: None,
+                    }),
+                }
+            }
+            let cmds = if ids.is_empty() {
+                vec![]
+            } else {
+                vec![Command::SetInstanceStatus {
+                    ids: ids.clone(),
+                    status,
+                }]
+            };
+            Ok((cmds, Outcome::Instances { ids, failures }))
+        }
+        Request::DeleteTaskDefs { references } => {
+            let mut cmds = Vec::new();
+            let mut found = Vec::new();
+            let mut failures = Vec::new();
+            for r in &references {
+                let parsed = taskdef::parse_reference(r)?;
+                let TaskDefRef::Revision { family, revision } = parsed else {
+                    return Err(ApiError::client(format!(
+                        "The specified task definition identifier is invalid. Specify a valid name or ARN and revision: {r}"
+                    )));
+                };
+                match m.task_def(&family, revision) {
+                    None => failures.push(Failure {
+                        arn: Some(r.clone()),
+                        reason: "TASK_DEFINITION_NOT_FOUND".into(),
+                        detail: Some("The specified task definition does not exist.".into()),
+                    }),
+                    Some(td) if td.status == "ACTIVE" => failures.push(Failure {
+                        arn: Some(td.arn.clone()),
+                        reason: "The specified task definition is still in ACTIVE status. Please deregister the target and try again.".into(),
+                        detail: None,
+                    }),
+                    Some(td) => {
+                        if td.status == "INACTIVE" {
+                            cmds.push(Command::SetTaskDefStatus {
+                                family: family.clone(),
+                                revision,
+                                status: "DELETE_IN_PROGRESS".into(),
+                            });
+                        }
+                        found.push((family, revision));
+                    }
+                }
+            }
+            Ok((cmds, Outcome::TaskDefs { found, failures }))
         }
         Request::TagResource { arn, tags } => {
             let (target, current) = tag_target(m, &arn)?;

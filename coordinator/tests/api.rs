@@ -408,3 +408,113 @@ async fn state_survives_restart_and_client_token_is_idempotent() {
     assert_eq!(poll.body["tasks"].as_array().unwrap().len(), 3);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn draining_instance_takes_no_tasks_and_taskdef_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestCoord::start(dir.path()).await;
+    setup_cluster(&t, "dr", 64).await;
+    let (_, _, arn) = t.register_instance("dr", 1024, 1024, &[]).await;
+    let up = t
+        .ok(
+            "UpdateContainerInstancesState",
+            json!({"cluster": "dr", "containerInstances": [arn, "ffffffffffffffffffffffffffffffff"], "status": "DRAINING"}),
+        )
+        .await;
+    assert_eq!(up["containerInstances"][0]["status"], "DRAINING");
+    assert_eq!(up["failures"][0]["reason"], "MISSING");
+    let run = t
+        .ok("RunTask", json!({"cluster": "dr", "taskDefinition": "app"}))
+        .await;
+    assert_eq!(run["tasks"], json!([]));
+    assert_eq!(run["failures"][0]["reason"], "DRAINING");
+
+    // ACTIVE revisions cannot be deleted; deregistered ones can.
+    let del = t
+        .ok(
+            "DeleteTaskDefinitions",
+            json!({"taskDefinitions": ["app:1"]}),
+        )
+        .await;
+    assert_eq!(del["taskDefinitions"], json!([]));
+    assert_eq!(del["failures"].as_array().unwrap().len(), 1);
+    let dereg = t
+        .ok(
+            "DeregisterTaskDefinition",
+            json!({"taskDefinition": "app:1"}),
+        )
+        .await;
+    assert_eq!(dereg["taskDefinition"]["status"], "INACTIVE");
+    let still = t
+        .ok("DescribeTaskDefinition", json!({"taskDefinition": "app:1"}))
+        .await;
+    assert_eq!(still["taskDefinition"]["status"], "INACTIVE");
+    let fams = t
+        .ok("ListTaskDefinitionFamilies", json!({"status": "INACTIVE"}))
+        .await;
+    assert_eq!(fams["families"], json!(["app"]));
+    let del = t
+        .ok(
+            "DeleteTaskDefinitions",
+            json!({"taskDefinitions": ["app:1"]}),
+        )
+        .await;
+    assert_eq!(del["taskDefinitions"][0]["status"], "DELETE_IN_PROGRESS");
+    // Revisions are never reused.
+    let reg = t
+        .ok(
+            "RegisterTaskDefinition",
+            json!({"family": "app", "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 8}]}),
+        )
+        .await;
+    assert_eq!(reg["taskDefinition"]["revision"], 2);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tags_and_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestCoord::start(dir.path()).await;
+    for i in 0..7 {
+        t.ok("CreateCluster", json!({"clusterName": format!("p{i}")}))
+            .await;
+    }
+    let mut seen = vec![];
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = json!({"maxResults": 3});
+        if let Some(tok) = &token {
+            body["nextToken"] = json!(tok);
+        }
+        let page = t.ok("ListClusters", body).await;
+        seen.extend(page["clusterArns"].as_array().unwrap().iter().cloned());
+        match page["nextToken"].as_str() {
+            Some(n) => token = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    let arn = seen[0].as_str().unwrap().to_string();
+    t.ok(
+        "TagResource",
+        json!({"resourceArn": arn, "tags": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
+    )
+    .await;
+    t.ok(
+        "UntagResource",
+        json!({"resourceArn": arn, "tagKeys": ["a"]}),
+    )
+    .await;
+    let tags = t
+        .ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await;
+    assert_eq!(tags["tags"], json!([{"key": "b", "value": "2"}]));
+    let reserved = t
+        .ecs(
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"key": "aws:x", "value": "1"}]}),
+        )
+        .await;
+    assert_eq!(reserved.body["__type"], "InvalidParameterException");
+    t.stop().await;
+}

@@ -101,3 +101,40 @@ pub async fn deregister(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiErr
     let connected = call.state.heartbeats.is_connected(&i.id);
     Ok(json!({"containerInstance": render::instance(&snap, i, connected, false)}))
 }
+
+pub async fn update_state(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
+    let refs = p
+        .opt_str_list("containerInstances")?
+        .ok_or_else(|| ApiError::invalid("containerInstances can not be null."))?;
+    if refs.is_empty() || refs.len() > 10 {
+        return Err(ApiError::invalid(
+            "containerInstances must have between 1 and 10 items.",
+        ));
+    }
+    let status = p.req_str("status")?;
+    if !matches!(status, "ACTIVE" | "DRAINING") {
+        return Err(ApiError::invalid(format!(
+            "Container instance status can only be ACTIVE or DRAINING; got {status}."
+        )));
+    }
+    let (snap, outcome) = call
+        .state
+        .submit(Request::SetInstanceStatus {
+            cluster: p.opt_str("cluster")?.map(str::to_string),
+            instances: refs.iter().map(|s| s.to_string()).collect(),
+            status: status.to_string(),
+        })
+        .await?;
+    let Outcome::Instances { ids, failures } = outcome else {
+        return Err(ApiError::server("unexpected outcome"));
+    };
+    let found: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| snap.instances.get(id))
+        .map(|i| render::instance(&snap, i, call.state.heartbeats.is_connected(&i.id), false))
+        .collect();
+    Ok(json!({
+        "containerInstances": found,
+        "failures": failures.iter().map(render::failure).collect::<Vec<_>>(),
+    }))
+}

@@ -166,3 +166,32 @@ pub async fn deregister(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiErr
     let td = outcome_td(&snap, &outcome)?;
     Ok(json!({"taskDefinition": render_td(td)}))
 }
+
+pub async fn delete(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
+    let refs = p
+        .opt_str_list("taskDefinitions")?
+        .ok_or_else(|| ApiError::invalid("taskDefinitions can not be null."))?;
+    if refs.is_empty() || refs.len() > 10 {
+        return Err(ApiError::invalid(
+            "taskDefinitions must have between 1 and 10 items.",
+        ));
+    }
+    let (snap, outcome) = call
+        .state
+        .submit(Request::DeleteTaskDefs {
+            references: refs.iter().map(|s| s.to_string()).collect(),
+        })
+        .await?;
+    let Outcome::TaskDefs { found, failures } = outcome else {
+        return Err(ApiError::server("unexpected outcome"));
+    };
+    let tds: Vec<Value> = found
+        .iter()
+        .filter_map(|(f, r)| snap.task_def(f, *r))
+        .map(|td| render_td(td))
+        .collect();
+    Ok(json!({
+        "taskDefinitions": tds,
+        "failures": failures.iter().map(render::failure).collect::<Vec<_>>(),
+    }))
+}

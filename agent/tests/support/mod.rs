@@ -52,8 +52,78 @@ pub struct Containerd {
     child: Option<Child>,
 }
 
+/// Make this test process the reaper of orphans it causes: shims
+/// daemonize away from containerd, and without a subreaper their exits
+/// become zombies of PID 1 (which in a container may never reap them).
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Children of this process that are shims (`containerd-shim*`): pid,
+/// whether it is already a zombie, and its command line (empty for zombies).
+fn shim_children() -> Vec<(i32, bool, String)> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().unwrap_or("");
+        let ppid = rest.next().unwrap_or("");
+        if ppid == me && comm.starts_with("containerd-shim") {
+            let cmdline = std::fs::read(p.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            out.push((pid, state == "Z", cmdline));
+        }
+    }
+    out
+}
+
+/// Reap shim children that have exited, first waiting up to `timeout` for
+/// the live shims of the containerd at `socket` to exit (they do once their
+/// task is deleted). Shims of other tests' containerds are left alone.
+fn reap_shims(socket: &Path, timeout: Duration) {
+    let socket = socket.to_string_lossy().into_owned();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let shims = shim_children();
+        for (pid, zombie, _) in &shims {
+            if *zombie {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(*pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        let ours_alive = shims
+            .iter()
+            .any(|(_, zombie, cmd)| !zombie && cmd.contains(&socket));
+        if !ours_alive || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Containerd {
     pub fn start() -> Result<Self> {
+        become_subreaper();
         let dir = tempfile::Builder::new().prefix("berth-ctd-").tempdir()?;
         let root = dir.path().join("root");
         let state = dir.path().join("state");
@@ -226,6 +296,7 @@ impl Drop for Containerd {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, "containerd");
         }
+        reap_shims(&self.socket, Duration::from_secs(5));
         self.unmount_leftovers();
     }
 }

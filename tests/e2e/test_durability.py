@@ -31,7 +31,7 @@ import pytest
 
 import harness
 
-KILL_OFFSETS = (0.4, 1.3, 2.6)  # seconds into each round's stream
+KILL_OFFSETS = (0.2, 1.1, 2.5)  # seconds after every kind of write was first acknowledged
 RUNTASK_PAUSE = 0.25  # keep the number of real containers modest
 SHARED_FAMILY = "dur-shared"
 SOLO_FAMILY = "dur-solo"
@@ -111,17 +111,27 @@ class Streamer:
         self.run_td = run_td
         self.round_no = round_no
         self.stop = threading.Event()
+        # Clients are built up front (building one takes a while) and the
+        # kill is timed from the first acknowledged write of every kind.
+        self.clients = [raw_client(coord) for _ in range(5)]
+        self.first_ack = {kind: threading.Event() for kind in ("taskdef", "cluster", "runtask")}
         self.threads = [
-            threading.Thread(target=self._taskdefs, args=(SHARED_FAMILY, "a"), daemon=True),
-            threading.Thread(target=self._taskdefs, args=(SHARED_FAMILY, "b"), daemon=True),
-            threading.Thread(target=self._taskdefs, args=(SOLO_FAMILY, "s"), daemon=True),
-            threading.Thread(target=self._clusters, daemon=True),
-            threading.Thread(target=self._runtasks, daemon=True),
+            threading.Thread(target=self._taskdefs, args=(self.clients[0], SHARED_FAMILY, "a"), daemon=True),
+            threading.Thread(target=self._taskdefs, args=(self.clients[1], SHARED_FAMILY, "b"), daemon=True),
+            threading.Thread(target=self._taskdefs, args=(self.clients[2], SOLO_FAMILY, "s"), daemon=True),
+            threading.Thread(target=self._clusters, args=(self.clients[3],), daemon=True),
+            threading.Thread(target=self._runtasks, args=(self.clients[4],), daemon=True),
         ]
 
     def start(self) -> None:
         for t in self.threads:
             t.start()
+
+    def wait_first_acks(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for kind, event in self.first_ack.items():
+            if not event.wait(max(0.0, deadline - time.monotonic())):
+                raise AssertionError(f"no acknowledged {kind} within {timeout}s ({summary(self.ledger)})")
 
     def finish(self) -> None:
         self.stop.set()
@@ -132,34 +142,36 @@ class Streamer:
     def _marker(self, tag: str, n: int) -> str:
         return f"r{self.round_no}-{tag}-{n}-{uuid.uuid4().hex[:6]}"
 
+    def _after(self, call: Call) -> None:
+        if call.outcome == "acked":
+            self.first_ack[call.kind].set()
+        self._pause_if_down(call)
+
     def _pause_if_down(self, call: Call) -> None:
         # After the kill, do not spin: the coordinator is gone until the round ends.
         if call.outcome == "unanswered":
             self.stop.wait(0.05)
 
-    def _taskdefs(self, family: str, tag: str) -> None:
-        ecs = raw_client(self.coord)
+    def _taskdefs(self, ecs, family: str, tag: str) -> None:
         n = 0
         while not self.stop.is_set():
             marker = self._marker(tag, n)
             call = Call("taskdef", marker, family=family)
             perform(self.ledger, call, lambda: ecs.register_task_definition(
                 **taskdef_args(self.cluster, family, marker))["taskDefinition"]["revision"])
-            self._pause_if_down(call)
+            self._after(call)
             n += 1
 
-    def _clusters(self) -> None:
-        ecs = raw_client(self.coord)
+    def _clusters(self, ecs) -> None:
         n = 0
         while not self.stop.is_set():
             name = CLUSTER_PREFIX + self._marker("c", n)
             call = Call("cluster", name)
             perform(self.ledger, call, lambda: ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"])
-            self._pause_if_down(call)
+            self._after(call)
             n += 1
 
-    def _runtasks(self) -> None:
-        ecs = raw_client(self.coord)
+    def _runtasks(self, ecs) -> None:
         n = 0
         while not self.stop.is_set():
             marker = self._marker("t", n)
@@ -172,7 +184,7 @@ class Streamer:
                 return tasks[0]["taskArn"] if tasks else None
 
             perform(self.ledger, call, run)
-            self._pause_if_down(call)
+            self._after(call)
             n += 1
             self.stop.wait(RUNTASK_PAUSE)
 
@@ -306,6 +318,7 @@ def test_kill9_mid_stream_loses_nothing_acknowledged(private_host):
         cluster.wait_agent_connected(timeout=60)
         streamer = Streamer(coord, cluster, ledger, run_td, round_no)
         streamer.start()
+        streamer.wait_first_acks(timeout=30)
         time.sleep(offset)
         pid = coord.proc.pid
         coord.kill9()
@@ -314,6 +327,7 @@ def test_kill9_mid_stream_loses_nothing_acknowledged(private_host):
         streamer.finish()
         coord.start()
 
+        print(f"kill #{round_no + 1} at +{offset}s: {summary(ledger)}")
         ecs = coord.ecs()
         problems = check_taskdefs(ecs, ledger) + check_clusters(ecs, ledger) + check_tasks(ecs, cluster.name, ledger)
         assert not problems, (f"after kill #{round_no + 1} at {offset}s ({summary(ledger)}):\n"

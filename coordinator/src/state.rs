@@ -1347,3 +1347,277 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::{ContainerReport, Resource, TaskReport};
+
+    fn settings() -> Settings {
+        Settings {
+            account_id: "000000000000".into(),
+            default_region: "us-east-1".into(),
+        }
+    }
+
+    /// Plans and applies `req` on `m` with a fixed clock and seed.
+    fn step(
+        m: &mut Model,
+        req: Request,
+        connected: bool,
+        rng: &mut StdRng,
+    ) -> Result<Outcome, ApiError> {
+        let s = settings();
+        let conn = move |_: &str| connected;
+        let mut ctx = Ctx {
+            now: 1000.0,
+            rng,
+            connected: &conn,
+            settings: &s,
+        };
+        let (cmds, outcome) = plan(m, req, &mut ctx)?;
+        for c in &cmds {
+            // Every command survives the log's encoding unchanged.
+            let bytes = serde_json::to_vec(c).unwrap();
+            let back: Command = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(&back, c);
+            m.apply(c);
+        }
+        Ok(outcome)
+    }
+
+    fn world(connected: bool) -> (Model, StdRng) {
+        let mut m = Model::default();
+        let mut rng = StdRng::seed_from_u64(3);
+        step(
+            &mut m,
+            Request::CreateCluster {
+                name: "c".into(),
+                region: "eu-west-1".into(),
+                tags: vec![],
+                settings: vec![],
+            },
+            connected,
+            &mut rng,
+        )
+        .unwrap();
+        let reg = taskdef::validate_register(&json!({
+            "family": "f",
+            "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 300, "cpu": 100,
+                                      "portMappings": [{"containerPort": 80, "hostPort": 8080}]}]
+        }))
+        .unwrap();
+        step(
+            &mut m,
+            Request::RegisterTaskDef {
+                family: reg.family,
+                definition: reg.definition,
+                tags: vec![],
+                region: "eu-west-1".into(),
+            },
+            connected,
+            &mut rng,
+        )
+        .unwrap();
+        let Outcome::Activation { id, code } = step(
+            &mut m,
+            Request::CreateActivation {
+                iam_role: "r".into(),
+                description: None,
+                default_instance_name: None,
+                registration_limit: 1,
+                expiration: None,
+                tags: vec![],
+            },
+            connected,
+            &mut rng,
+        )
+        .unwrap() else {
+            panic!("no activation");
+        };
+        let register = RegisterRequest {
+            activation_id: id,
+            activation_code: code,
+            cluster: "c".into(),
+            hostname: "h".into(),
+            resources: vec![
+                Resource {
+                    name: "CPU".into(),
+                    kind: "INTEGER".into(),
+                    integer_value: 1024,
+                    string_set_value: vec![],
+                },
+                Resource {
+                    name: "MEMORY".into(),
+                    kind: "INTEGER".into(),
+                    integer_value: 1000,
+                    string_set_value: vec![],
+                },
+            ],
+            attributes: vec![],
+            agent_version: "t".into(),
+        };
+        step(
+            &mut m,
+            Request::RegisterInstance(register.clone()),
+            connected,
+            &mut rng,
+        )
+        .unwrap();
+        // The activation's single registration is used up.
+        let again = step(
+            &mut m,
+            Request::RegisterInstance(register),
+            connected,
+            &mut rng,
+        );
+        assert_eq!(again.unwrap_err().kind, ErrorKind::InvalidActivation);
+        (m, rng)
+    }
+
+    fn run(count: u32) -> Request {
+        Request::RunTask(RunTask {
+            cluster: Some("c".into()),
+            task_definition: "f".into(),
+            count,
+            ..RunTask::default()
+        })
+    }
+
+    #[test]
+    fn run_task_plans_table() {
+        // (connected, count, placed, failure reasons)
+        let table: Vec<(bool, u32, usize, Vec<&str>)> = vec![
+            (true, 1, 1, vec![]),
+            // Port 8080 fits once per instance.
+            (true, 2, 1, vec!["RESOURCE:PORTS"]),
+            (false, 1, 0, vec!["AGENT"]),
+        ];
+        for (connected, count, placed, reasons) in table {
+            let (mut m, mut rng) = world(connected);
+            let Outcome::Tasks { ids, failures } =
+                step(&mut m, run(count), connected, &mut rng).unwrap()
+            else {
+                panic!("not tasks");
+            };
+            assert_eq!(ids.len(), placed, "connected={connected} count={count}");
+            let got: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+            assert_eq!(got, reasons, "connected={connected} count={count}");
+            for id in &ids {
+                let t = &m.tasks[id];
+                assert!(t
+                    .arn
+                    .starts_with("arn:aws:ecs:eu-west-1:000000000000:task/c/"));
+                assert_eq!(t.last_status, TaskStatus::Pending);
+                assert_eq!(t.group, "family:f");
+                assert_eq!((t.cpu, t.memory), (100, 300));
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_same_plan() {
+        let (mut a, mut ra) = world(true);
+        let (mut b, mut rb) = world(true);
+        step(&mut a, run(1), true, &mut ra).unwrap();
+        step(&mut b, run(1), true, &mut rb).unwrap();
+        assert_eq!(a, b);
+    }
+
+    fn report(status: TaskStatus, container: ContainerStatus, exit: Option<i32>) -> TaskReport {
+        TaskReport {
+            task_arn: String::new(),
+            last_status: status,
+            stop_code: None,
+            stopped_reason: None,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            started_at: Some(5.0),
+            stopping_at: None,
+            execution_stopped_at: None,
+            stopped_at: None,
+            containers: vec![ContainerReport {
+                name: "a".into(),
+                last_status: container,
+                runtime_id: Some("rt".into()),
+                image_digest: None,
+                exit_code: exit,
+                reason: None,
+                network_bindings: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn merge_report_moves_only_forward() {
+        let (mut m, mut rng) = world(true);
+        let Outcome::Tasks { ids, .. } = step(&mut m, run(1), true, &mut rng).unwrap() else {
+            panic!("not tasks");
+        };
+        let pending = (*m.tasks[&ids[0]]).clone();
+        let running = merge_report(
+            &pending,
+            &report(TaskStatus::Running, ContainerStatus::Running, None),
+            9.0,
+        )
+        .unwrap();
+        assert_eq!(running.last_status, TaskStatus::Running);
+        assert_eq!(running.version, pending.version + 1);
+        assert_eq!(running.started_at, Some(5.0));
+        // Backwards: nothing changes.
+        assert_eq!(
+            merge_report(
+                &running,
+                &report(TaskStatus::Pending, ContainerStatus::Pending, None),
+                9.0
+            ),
+            None
+        );
+        // Same state again: nothing changes.
+        assert_eq!(
+            merge_report(
+                &running,
+                &report(TaskStatus::Running, ContainerStatus::Running, None),
+                9.0
+            ),
+            None
+        );
+        let stopped = merge_report(
+            &running,
+            &report(TaskStatus::Stopped, ContainerStatus::Stopped, Some(3)),
+            9.0,
+        )
+        .unwrap();
+        assert_eq!(stopped.desired_status, DesiredStatus::Stopped);
+        assert_eq!(stopped.stopped_at, Some(9.0));
+        assert_eq!(stopped.containers[0].exit_code, Some(3));
+        // Nothing moves a STOPPED task.
+        assert_eq!(
+            merge_report(
+                &stopped,
+                &report(TaskStatus::Running, ContainerStatus::Running, None),
+                9.0
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn delete_cluster_refuses_while_instances_are_registered() {
+        let (mut m, mut rng) = world(true);
+        let err = step(
+            &mut m,
+            Request::DeleteCluster {
+                cluster: "c".into(),
+            },
+            true,
+            &mut rng,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::ClusterContainsContainerInstancesException
+        );
+        assert_eq!(m.clusters["c"].status, "ACTIVE");
+    }
+}

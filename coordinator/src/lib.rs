@@ -76,6 +76,7 @@ pub struct Coordinator {
     addr: SocketAddr,
     credentials: AccessKey,
     shutdown_tx: watch::Sender<bool>,
+    state: state::StateHandle,
     server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
     owner: std::thread::JoinHandle<()>,
 }
@@ -105,7 +106,7 @@ impl Coordinator {
         let addr = listener.local_addr().map_err(CoordinatorError::Listener)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let app = Arc::new(http::App {
-            state,
+            state: state.clone(),
             keys: vec![credentials.clone()],
             account_id: config.account_id.clone(),
             shutdown: shutdown_rx.clone(),
@@ -118,6 +119,7 @@ impl Coordinator {
             addr,
             credentials,
             shutdown_tx,
+            state,
             server,
             owner,
         })
@@ -141,7 +143,8 @@ impl Coordinator {
             Ok(Err(e)) => tracing::error!(error = %e, "server ended with error"),
             Err(e) => tracing::error!(error = %e, "server task failed"),
         }
-        // The server owned the last StateHandle; the owner thread now drains and ends.
+        // Requests still in the owner's queue are committed before it stops.
+        self.state.stop().await;
         let _ = tokio::task::spawn_blocking(move || self.owner.join()).await;
     }
 }

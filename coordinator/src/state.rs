@@ -1154,10 +1154,16 @@ struct Envelope {
     reply: Reply,
 }
 
+enum Msg {
+    Req(Envelope),
+    /// Finish: write a snapshot and end the owner thread.
+    Stop,
+}
+
 /// Handle to the state owner: send requests, read snapshots.
 #[derive(Clone)]
 pub struct StateHandle {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Msg>,
     snapshots: watch::Receiver<Arc<Model>>,
     pub heartbeats: Arc<Heartbeats>,
 }
@@ -1166,6 +1172,11 @@ impl StateHandle {
     /// The latest published snapshot.
     pub fn snapshot(&self) -> Arc<Model> {
         self.snapshots.borrow().clone()
+    }
+
+    /// Asks the owner thread to finish (requests sent later fail).
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop).await;
     }
 
     /// A receiver that wakes whenever a new snapshot is published.
@@ -1177,7 +1188,7 @@ impl StateHandle {
     pub async fn submit(&self, req: Request) -> Result<(Arc<Model>, Outcome), ApiError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Envelope { req, reply })
+            .send(Msg::Req(Envelope { req, reply }))
             .await
             .map_err(|_| ApiError::server("state owner stopped"))?;
         rx.await
@@ -1258,18 +1269,33 @@ struct Owner {
 }
 
 impl Owner {
-    fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut stopping = false;
         while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Req(e) => batch.push(e),
+                    Msg::Stop => stopping = true,
                 }
+                if stopping || batch.len() >= MAX_BATCH {
+                    break;
+                }
+                next = rx.try_recv().ok();
             }
-            self.process(batch);
+            if !batch.is_empty() {
+                self.process(batch);
+            }
+            if stopping {
+                break;
+            }
         }
-        tracing::info!("state owner stopping");
+        // A snapshot at shutdown makes the next start replay nothing.
+        if self.store.last_seq() > self.last_snapshot_seq {
+            self.write_snapshot();
+        }
+        tracing::info!("state owner stopped");
     }
 
     fn process(&mut self, batch: Vec<Envelope>) {
@@ -1331,10 +1357,13 @@ impl Owner {
     }
 
     fn maybe_snapshot(&mut self) {
-        let seq = self.store.last_seq();
-        if seq < self.last_snapshot_seq + SNAPSHOT_EVERY {
-            return;
+        if self.store.last_seq() >= self.last_snapshot_seq + SNAPSHOT_EVERY {
+            self.write_snapshot();
         }
+    }
+
+    fn write_snapshot(&mut self) {
+        let seq = self.store.last_seq();
         match serde_json::to_vec(&self.model) {
             Ok(body) => match self.store.write_snapshot(seq, &body) {
                 Ok(()) => {

@@ -1155,7 +1155,7 @@ struct Envelope {
 }
 
 enum Msg {
-    Req(Envelope),
+    Req(Box<Envelope>),
     /// Finish: write a snapshot and end the owner thread.
     Stop,
 }
@@ -1188,7 +1188,7 @@ impl StateHandle {
     pub async fn submit(&self, req: Request) -> Result<(Arc<Model>, Outcome), ApiError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Req(Envelope { req, reply }))
+            .send(Msg::Req(Box::new(Envelope { req, reply })))
             .await
             .map_err(|_| ApiError::server("state owner stopped"))?;
         rx.await
@@ -1276,7 +1276,7 @@ impl Owner {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Req(e) => batch.push(e),
+                    Msg::Req(e) => batch.push(*e),
                     Msg::Stop => stopping = true,
                 }
                 if stopping || batch.len() >= MAX_BATCH {

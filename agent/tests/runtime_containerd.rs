@@ -556,6 +556,21 @@ async fn restarted_agent_can_wait_on_existing_task() {
     rt3.create(&again).await.expect("create after restart");
     rt3.start("after-restart").await.expect("start");
     assert_eq!(rt3.wait("after-restart").await.expect("wait"), 4);
+
+    // An agent that stopped between Containers.Create and Snapshots.Prepare
+    // left a container without a rootfs snapshot: start finishes the job.
+    let half = env.request("half-made", &["sh", "-c", "exit 6"], &cfg);
+    rt3.create(&half).await.expect("create");
+    ctr(
+        &env.ctd,
+        &["snapshots", "--snapshotter", "overlayfs", "rm", "half-made"],
+    );
+    assert!(!rt3.has_snapshot("half-made").await.expect("stat"));
+    let rt4 = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    rt4.start("half-made").await.expect("start heals");
+    assert_eq!(rt4.wait("half-made").await.expect("wait"), 6);
 }
 
 /// `user:bcrypt("berth-pass")` for the registry's htpasswd file.

@@ -20,7 +20,7 @@ use containerd_client::services::v1::{
     tasks_client::TasksClient, Container, CreateContainerRequest, CreateNamespaceRequest,
     CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest,
     GetNamespaceRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    Namespace, StartRequest, UpdateContainerRequest, WaitRequest,
+    Namespace, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as TaskStatus};
 use containerd_client::types::Mount;
@@ -302,6 +302,53 @@ impl ContainerdRuntime {
             .mounts)
     }
 
+    /// Resolve a user name against the image's `/etc/passwd` and
+    /// `/etc/group`, read through a short-lived read-only view of the
+    /// image's top snapshot (so the spec is final before the container
+    /// exists, and no container ever runs with a placeholder user).
+    async fn resolve_image_user(
+        &self,
+        user: &UserSpec,
+        top_chain: &str,
+    ) -> Result<(u32, u32), String> {
+        use containerd_client::services::v1::snapshots::ViewSnapshotRequest;
+        if let UserSpec::Ids { uid, gid } = user {
+            return Ok((*uid, *gid));
+        }
+        let key = format!("berth-userlookup-{}", uuid::Uuid::new_v4().simple());
+        let mounts = self
+            .snapshots_client()
+            .view(self.req(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: key.clone(),
+                parent: top_chain.to_string(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| format!("Snapshots.View {top_chain}: {}", status_text(&s)))?
+            .into_inner()
+            .mounts;
+        let dirs = spec::rootfs_layer_dirs(
+            &mounts
+                .iter()
+                .map(|m| (m.r#type.clone(), m.source.clone(), m.options.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let passwd = spec::read_image_file(&dirs, "etc/passwd");
+        let group = spec::read_image_file(&dirs, "etc/group");
+        if let Err(s) = self
+            .snapshots_client()
+            .remove(self.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: key.clone(),
+            }))
+            .await
+        {
+            tracing::warn!(key, error = %status_text(&s), "create: could not remove user-lookup view");
+        }
+        spec::resolve_user(user, passwd.as_deref(), group.as_deref()).map_err(|e| e.to_string())
+    }
+
     async fn create_inner(&self, req: &CreateRequest) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let create_err = |msg: String| RuntimeError::Create(format!("container {}: {msg}", req.id));
@@ -316,17 +363,16 @@ impl ContainerdRuntime {
             None => UserSpec::Ids { uid: 0, gid: 0 },
             Some(u) => UserSpec::parse(u).map_err(|e| create_err(e.to_string()))?,
         };
-        let (uid, gid) = match &user {
-            UserSpec::Ids { uid, gid } => (*uid, *gid),
-            // Resolved after the snapshot exists; placeholder ids until then.
-            UserSpec::Lookup { .. } => (0, 0),
-        };
+        let (uid, gid) = self
+            .resolve_image_user(&user, &image.top_chain)
+            .await
+            .map_err(create_err)?;
         let (host_devices, all_capabilities) = if req.privileged {
             (spec::host_devices(), spec::all_capabilities())
         } else {
             (Vec::new(), Vec::new())
         };
-        let mut input = SpecInput {
+        let input = SpecInput {
             args: req.args.clone(),
             env: req.env.clone(),
             cwd: req.cwd.clone(),
@@ -343,10 +389,6 @@ impl ContainerdRuntime {
             host_devices,
             all_capabilities,
         };
-        let spec_any = |input: &SpecInput| prost_types::Any {
-            type_url: SPEC_TYPE_URL.to_string(),
-            value: spec::build_spec(input).to_string().into_bytes(),
-        };
         let container = Container {
             id: req.id.clone(),
             labels: spec::labels_map(&req.labels),
@@ -355,7 +397,10 @@ impl ContainerdRuntime {
                 name: RUNTIME_NAME.to_string(),
                 options: None,
             }),
-            spec: Some(spec_any(&input)),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.to_string(),
+                value: spec::build_spec(&input).to_string().into_bytes(),
+            }),
             snapshotter: SNAPSHOTTER.to_string(),
             snapshot_key: req.id.clone(),
             created_at: None,
@@ -363,26 +408,18 @@ impl ContainerdRuntime {
             extensions: HashMap::new(),
             sandbox: String::new(),
         };
+        let t_spec = started.elapsed();
         self.containers_client()
             .create(self.req(CreateContainerRequest {
-                container: Some(container.clone()),
+                container: Some(container),
             }))
             .await
             .map_err(|s| create_err(format!("Containers.Create: {}", status_text(&s))))?;
         let t_container = started.elapsed();
 
         // The container now roots the snapshot key for GC.
-        let mounts = match self
-            .snapshots_client()
-            .prepare(self.req(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_string(),
-                key: req.id.clone(),
-                parent: image.top_chain.clone(),
-                labels: HashMap::new(),
-            }))
-            .await
-        {
-            Ok(r) => r.into_inner().mounts,
+        let mounts = match self.prepare_rootfs(&req.id, &image.top_chain).await {
+            Ok(m) => m,
             Err(s) => {
                 self.cleanup_failed_create(&req.id).await;
                 return Err(create_err(format!(
@@ -392,48 +429,6 @@ impl ContainerdRuntime {
                 )));
             }
         };
-        let t_snapshot = started.elapsed();
-
-        if user.needs_image_files() {
-            let dirs = spec::rootfs_layer_dirs(
-                &mounts
-                    .iter()
-                    .map(|m| (m.r#type.clone(), m.source.clone(), m.options.clone()))
-                    .collect::<Vec<_>>(),
-            );
-            let passwd = spec::read_image_file(&dirs, "etc/passwd");
-            let group = spec::read_image_file(&dirs, "etc/group");
-            let resolved = spec::resolve_user(&user, passwd.as_deref(), group.as_deref());
-            let (uid, gid) = match resolved {
-                Ok(ids) => ids,
-                Err(e) => {
-                    self.cleanup_failed_create(&req.id).await;
-                    return Err(create_err(e.to_string()));
-                }
-            };
-            input.uid = uid;
-            input.gid = gid;
-            let updated = Container {
-                spec: Some(spec_any(&input)),
-                ..container
-            };
-            if let Err(s) = self
-                .containers_client()
-                .update(self.req(UpdateContainerRequest {
-                    container: Some(updated),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["spec".to_string()],
-                    }),
-                }))
-                .await
-            {
-                self.cleanup_failed_create(&req.id).await;
-                return Err(create_err(format!(
-                    "Containers.Update: {}",
-                    status_text(&s)
-                )));
-            }
-        }
         let stdio = stdio_paths(&spec::labels_map(&req.labels));
         self.prepared
             .lock()
@@ -441,12 +436,28 @@ impl ContainerdRuntime {
             .insert(req.id.clone(), Prepared { mounts, stdio });
         tracing::debug!(
             id = %req.id,
-            container_ms = t_container.as_secs_f64() * 1e3,
-            snapshot_ms = (t_snapshot - t_container).as_secs_f64() * 1e3,
+            spec_ms = t_spec.as_secs_f64() * 1e3,
+            container_ms = (t_container - t_spec).as_secs_f64() * 1e3,
+            snapshot_ms = (started.elapsed() - t_container).as_secs_f64() * 1e3,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "create: timing"
         );
         Ok(())
+    }
+
+    /// The container's writable rootfs snapshot on top of the image.
+    async fn prepare_rootfs(&self, key: &str, parent: &str) -> Result<Vec<Mount>, tonic::Status> {
+        Ok(self
+            .snapshots_client()
+            .prepare(self.req(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: key.to_string(),
+                parent: parent.to_string(),
+                labels: HashMap::new(),
+            }))
+            .await?
+            .into_inner()
+            .mounts)
     }
 
     /// Undo a half-made container; errors are logged, the caller reports
@@ -472,10 +483,28 @@ impl ContainerdRuntime {
                     .container(id)
                     .await?
                     .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-                let mounts = self
-                    .rootfs_mounts(&container.snapshot_key)
-                    .await
-                    .map_err(|s| start_err(format!("Snapshots.Mounts: {}", status_text(&s))))?;
+                let mounts = match self.rootfs_mounts(&container.snapshot_key).await {
+                    Ok(m) => m,
+                    // The agent stopped between Containers.Create and
+                    // Snapshots.Prepare: finish the job now.
+                    Err(s) if s.code() == Code::NotFound => {
+                        let image = self
+                            .local_image(&container.image)
+                            .await
+                            .map_err(start_err)?
+                            .ok_or_else(|| {
+                                start_err(format!("image {} is not pulled", container.image))
+                            })?;
+                        self.prepare_rootfs(&container.snapshot_key, &image.top_chain)
+                            .await
+                            .map_err(|s| {
+                                start_err(format!("Snapshots.Prepare: {}", status_text(&s)))
+                            })?
+                    }
+                    Err(s) => {
+                        return Err(start_err(format!("Snapshots.Mounts: {}", status_text(&s))))
+                    }
+                };
                 Prepared {
                     mounts,
                     stdio: stdio_paths(&container.labels),

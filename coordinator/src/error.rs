@@ -33,6 +33,7 @@ pub enum ErrorKind {
     RequestEntityTooLargeException,
     LimitExceededException,
     TargetNotFoundException,
+    AttributeLimitExceededException,
     /// SSM: `InvalidActivation`, `InvalidActivationId`.
     InvalidActivation,
     InvalidActivationId,
@@ -70,6 +71,7 @@ impl ErrorKind {
             ErrorKind::RequestEntityTooLargeException => "RequestEntityTooLargeException",
             ErrorKind::LimitExceededException => "LimitExceededException",
             ErrorKind::TargetNotFoundException => "TargetNotFoundException",
+            ErrorKind::AttributeLimitExceededException => "AttributeLimitExceededException",
             ErrorKind::InvalidActivation => "InvalidActivation",
             ErrorKind::InvalidActivationId => "InvalidActivationId",
             ErrorKind::InvalidParameters => "InvalidParameters",

@@ -244,6 +244,11 @@ pub enum Command {
         ids: Vec<String>,
         status: String,
     },
+    /// PutAttributes/DeleteAttributes: an instance's full new attribute list.
+    SetAttributes {
+        instance: String,
+        attributes: Vec<Attribute>,
+    },
     /// DeleteTaskDefinitions: INACTIVE revisions become `DELETE_IN_PROGRESS`.
     SetTaskDefStatus {
         family: String,
@@ -380,6 +385,16 @@ impl Model {
                             i.version += 1;
                         }
                     }
+                }
+            }
+            Command::SetAttributes {
+                instance,
+                attributes,
+            } => {
+                if let Some(i) = self.instances.get_mut(instance) {
+                    let i = Arc::make_mut(i);
+                    i.attributes = attributes.clone();
+                    i.version += 1;
                 }
             }
             Command::SetTaskDefStatus {

@@ -128,6 +128,13 @@ pub enum Request {
     DeleteTaskDefs {
         references: Vec<String>,
     },
+    /// PutAttributes (`delete: false`) or DeleteAttributes on container instances:
+    /// `(target id or ARN, name, value)`.
+    Attributes {
+        cluster: Option<String>,
+        attributes: Vec<(String, String, Option<String>)>,
+        delete: bool,
+    },
     TagResource {
         arn: String,
         tags: Vec<Tag>,
@@ -586,6 +593,49 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                 }]
             };
             Ok((cmds, Outcome::Instances { ids, failures }))
+        }
+        Request::Attributes {
+            cluster,
+            attributes,
+            delete,
+        } => {
+            let c = active_cluster(m, cluster.as_deref())?;
+            let mut lists: BTreeMap<String, Vec<berth_api::Attribute>> = BTreeMap::new();
+            for (target, name, value) in &attributes {
+                let inst = find_instance(m, &c.name, target)
+                    .filter(|i| i.status != "INACTIVE")
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorKind::TargetNotFoundException,
+                            format!("Could not find {target}."),
+                        )
+                    })?;
+                let list = lists
+                    .entry(inst.id.clone())
+                    .or_insert_with(|| inst.attributes.clone());
+                list.retain(|a| &a.name != name);
+                if !delete {
+                    list.push(berth_api::Attribute {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+                let custom = list.iter().filter(|a| !a.name.starts_with("ecs.")).count();
+                if custom > 10 {
+                    return Err(ApiError::new(
+                        ErrorKind::AttributeLimitExceededException,
+                        "You can apply up to 10 custom attributes per resource.",
+                    ));
+                }
+            }
+            let cmds = lists
+                .into_iter()
+                .map(|(instance, attributes)| Command::SetAttributes {
+                    instance,
+                    attributes,
+                })
+                .collect();
+            Ok((cmds, Outcome::Done))
         }
         Request::DeleteTaskDefs { references } => {
             let mut cmds = Vec::new();

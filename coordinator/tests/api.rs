@@ -518,3 +518,52 @@ async fn tags_and_pagination() {
     assert_eq!(reserved.body["__type"], "InvalidParameterException");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn custom_attributes_on_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestCoord::start(dir.path()).await;
+    t.ok("CreateCluster", json!({"clusterName": "at"})).await;
+    let (_, _, arn) = t.register_instance("at", 1024, 1024, &[]).await;
+    t.ok(
+        "PutAttributes",
+        json!({"cluster": "at", "attributes": [{"name": "stack", "value": "prod", "targetId": arn}]}),
+    )
+    .await;
+    let listed = t
+        .ok(
+            "ListAttributes",
+            json!({"cluster": "at", "targetType": "container-instance", "attributeName": "stack"}),
+        )
+        .await;
+    assert_eq!(
+        listed["attributes"],
+        json!([{"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": arn}])
+    );
+    let missing = t
+        .ecs(
+            "PutAttributes",
+            json!({"cluster": "at", "attributes": [{"name": "x", "targetId": "ffffffffffffffffffffffffffffffff"}]}),
+        )
+        .await;
+    assert_eq!(missing.body["__type"], "TargetNotFoundException");
+    t.ok(
+        "DeleteAttributes",
+        json!({"cluster": "at", "attributes": [{"name": "stack", "targetId": arn}]}),
+    )
+    .await;
+    let ci = t
+        .ok(
+            "DescribeContainerInstances",
+            json!({"cluster": "at", "containerInstances": [arn]}),
+        )
+        .await;
+    let names: Vec<&str> = ci["containerInstances"][0]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["ecs.os-type"]);
+    t.stop().await;
+}

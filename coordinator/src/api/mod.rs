@@ -2,6 +2,7 @@
 //! ECS service is), send changes to the state owner, and render responses from
 //! snapshots in botocore's shapes. One submodule per ECS area.
 
+pub mod attributes;
 pub mod clusters;
 pub mod instances;
 pub mod render;
@@ -48,6 +49,9 @@ pub async fn dispatch_ecs(
         "DescribeContainerInstances" => instances::describe(call, &p),
         "DeregisterContainerInstance" => instances::deregister(call, &p).await,
         "UpdateContainerInstancesState" => instances::update_state(call, &p).await,
+        "PutAttributes" => attributes::put(call, &p, false).await,
+        "DeleteAttributes" => attributes::put(call, &p, true).await,
+        "ListAttributes" => attributes::list(call, &p),
         "DeleteTaskDefinitions" => taskdefs::delete(call, &p).await,
         "ListServices" => clusters::list_services(call, &p),
         "DescribeServices" => clusters::describe_services(call, &p),

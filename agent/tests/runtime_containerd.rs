@@ -863,6 +863,18 @@ async fn containers_survive_containerd_restart() {
     let req = env.request("long", &["sleep", "1000"], &cfg);
     env.rt.create(&req).await.expect("create");
     let pid = env.rt.start("long").await.expect("start");
+    // A wait already in flight when containerd goes away.
+    let waiter = {
+        let socket = env.ctd.socket.clone();
+        let cfg = insecure(&env.registry);
+        tokio::spawn(async move {
+            let rt = ContainerdRuntime::connect(&socket, "berth", cfg)
+                .await
+                .expect("connect");
+            rt.wait("long").await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     env.ctd.restart().expect("restart containerd");
 
@@ -872,6 +884,11 @@ async fn containers_survive_containerd_restart() {
     assert_eq!(c.state, ObservedState::Running { pid });
     env.rt.kill("long", 9).await.expect("kill");
     assert_eq!(env.rt.wait("long").await.expect("wait"), 137);
+    let early = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("in-flight wait did not return")
+        .expect("join");
+    assert_eq!(early.expect("in-flight wait survives the restart"), 137);
     env.rt.delete("long").await.expect("delete");
     let again = env.request("after", &["sh", "-c", "exit 5"], &cfg);
     assert_eq!(env.run(&again).await, 5);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
@@ -592,27 +592,43 @@ impl ContainerdRuntime {
         Ok(pid)
     }
 
+    /// Wait for the task's exit. A containerd restart breaks the stream
+    /// (shims and containers keep running); the wait is re-issued until
+    /// containerd is back, for up to [`WAIT_RECONNECT_LIMIT`].
     async fn wait_inner(&self, id: &str) -> Result<i32, RuntimeError> {
-        match self
-            .tasks_client()
-            .wait(self.req(WaitRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-            }))
-            .await
-        {
-            Ok(r) => Ok(exit_code(r.into_inner().exit_status)),
-            Err(s) if s.code() == Code::NotFound => {
-                // The task is gone (deleted, or never created): nothing
-                // records its exit code any more.
-                match self.task(id).await? {
-                    Some(p) if p.status == TaskStatus::Stopped as i32 => {
-                        Ok(exit_code(p.exit_status))
-                    }
-                    _ => Err(RuntimeError::NotFound(id.to_string())),
+        let mut outage: Option<Instant> = None;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result = self
+                .tasks_client()
+                .wait(self.req(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                }))
+                .await;
+            match result {
+                Ok(r) => return Ok(exit_code(r.into_inner().exit_status)),
+                Err(s) if s.code() == Code::NotFound => {
+                    // The task is gone (deleted, or never created): nothing
+                    // records its exit code any more.
+                    return match self.task(id).await? {
+                        Some(p) if p.status == TaskStatus::Stopped as i32 => {
+                            Ok(exit_code(p.exit_status))
+                        }
+                        _ => Err(RuntimeError::NotFound(id.to_string())),
+                    };
                 }
+                Err(s) if is_connection_error(&s) => {
+                    let since = *outage.get_or_insert_with(Instant::now);
+                    if since.elapsed() > WAIT_RECONNECT_LIMIT {
+                        return Err(containerd_err("Tasks.Wait", id, &s));
+                    }
+                    tracing::warn!(id, error = %status_text(&s), retry_in = ?delay, "wait: containerd unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(s) => return Err(containerd_err("Tasks.Wait", id, &s)),
             }
-            Err(s) => Err(containerd_err("Tasks.Wait", id, &s)),
         }
     }
 
@@ -727,6 +743,22 @@ impl ContainerdRuntime {
         self.snapshot_exists(key)
             .await
             .map_err(RuntimeError::Containerd)
+    }
+}
+
+/// How long `wait` keeps re-issuing Tasks.Wait while containerd is unreachable.
+pub const WAIT_RECONNECT_LIMIT: Duration = Duration::from_secs(120);
+
+/// A failure of the connection to containerd (it is restarting or gone),
+/// as opposed to an answer from it.
+fn is_connection_error(s: &tonic::Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        Code::Unknown => {
+            let m = s.message();
+            m.contains("transport error") || m.contains("connection") || m.contains("broken pipe")
+        }
+        _ => false,
     }
 }
 
@@ -860,6 +892,30 @@ mod tests {
         ];
         for (p, want) in cases {
             assert_eq!(observed_state(p.as_ref()), want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn connection_error_table() {
+        let cases = [
+            (tonic::Status::unavailable("connection refused"), true),
+            (tonic::Status::unknown("transport error"), true),
+            (
+                tonic::Status::unknown("error reading a body: connection reset"),
+                true,
+            ),
+            (
+                tonic::Status::unknown("runc did not terminate successfully"),
+                false,
+            ),
+            (tonic::Status::not_found("no such task"), false),
+            (
+                tonic::Status::failed_precondition("process already finished"),
+                false,
+            ),
+        ];
+        for (status, want) in cases {
+            assert_eq!(is_connection_error(&status), want, "{status:?}");
         }
     }
 

@@ -44,6 +44,10 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 pub const RUNTIME_NAME: &str = "io.containerd.runc.v2";
 /// How containerd's typeurl names an OCI runtime spec stored as JSON.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// A registry that does not accept a connection in this time fails the pull.
+pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registry response that stalls this long between reads fails the pull.
+pub const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Namespace used when the operator does not choose one.
 pub const DEFAULT_NAMESPACE: &str = "berth";
 
@@ -113,6 +117,8 @@ impl ContainerdRuntime {
         let oci = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(registries.insecure.clone()),
             platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+            connect_timeout: Some(REGISTRY_CONNECT_TIMEOUT),
+            read_timeout: Some(REGISTRY_READ_TIMEOUT),
             ..Default::default()
         });
         let rt = ContainerdRuntime {

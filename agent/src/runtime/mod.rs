@@ -39,12 +39,27 @@ pub enum RuntimeError {
 }
 
 /// Registry access the operator configured.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RegistryConfig {
     /// `host:port` entries that are reached over plain HTTP.
     pub insecure: Vec<String>,
     /// Basic-auth credentials by registry `host[:port]`.
     pub auth: BTreeMap<String, (String, String)>,
+}
+
+/// Passwords never reach logs: `Debug` shows registries and user names only.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth: BTreeMap<&str, (&str, &str)> = self
+            .auth
+            .iter()
+            .map(|(host, (user, _))| (host.as_str(), (user.as_str(), "<redacted>")))
+            .collect();
+        f.debug_struct("RegistryConfig")
+            .field("insecure", &self.insecure)
+            .field("auth", &auth)
+            .finish()
+    }
 }
 
 /// What a pulled image contributes to a container's process.
@@ -97,7 +112,11 @@ pub struct CreateRequest {
     pub hostname: Option<String>,
     pub privileged: bool,
     pub readonly_rootfs: bool,
-    /// Files the shim writes the container's stdout and stderr to.
+    /// Files the shim writes the container's stdout and stderr to (passed
+    /// as `file://` URIs; parent directories are created). Note: containerd
+    /// 1.6's runc shim writes *both* streams into the stdout file and
+    /// ignores the stderr URI, so with 1.6 `stderr_path` stays absent and
+    /// the stdout file holds the combined log.
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -151,4 +170,24 @@ pub trait Runtime: Send + Sync + 'static {
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// All containers in the agent's namespace with their state.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_config_debug_redacts_passwords() {
+        let cfg = RegistryConfig {
+            insecure: vec!["127.0.0.1:5000".into()],
+            auth: BTreeMap::from([(
+                "registry.example:443".to_string(),
+                ("alice".to_string(), "s3cret-pw".to_string()),
+            )]),
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(shown.contains("127.0.0.1:5000"), "{shown}");
+    }
 }

@@ -167,9 +167,12 @@ pub async fn poll(
     state.heartbeats.beat(&id);
     let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut snapshots = state.subscribe();
+    let mut waker = state.instance_waker(&id);
     let answer = loop {
-        let snap = snapshots.borrow_and_update().clone();
+        // Mark seen before reading the snapshot: the owner publishes the
+        // snapshot before it signals, so no change can slip between the two.
+        waker.mark_seen();
+        let snap = state.snapshot();
         let Some(inst) = snap.instances.get(&id) else {
             break error(401, "Unauthorized", "instance is gone");
         };
@@ -177,7 +180,7 @@ pub async fn poll(
             break ok(&resp);
         }
         tokio::select! {
-            changed = snapshots.changed() => {
+            changed = waker.changed() => {
                 if changed.is_err() {
                     break error(503, "ServiceUnavailable", "coordinator is stopping");
                 }

@@ -1197,6 +1197,34 @@ fn plan_report(
 // ---------------------------------------------------------------------------
 // The owner.
 
+/// What a long-poll waits on.
+pub enum InstanceWaker {
+    Instance(watch::Receiver<u64>),
+    Any(watch::Receiver<Arc<Model>>),
+}
+
+impl InstanceWaker {
+    /// Marks the current value seen.
+    pub fn mark_seen(&mut self) {
+        match self {
+            InstanceWaker::Instance(rx) => {
+                rx.borrow_and_update();
+            }
+            InstanceWaker::Any(rx) => {
+                rx.borrow_and_update();
+            }
+        }
+    }
+
+    /// Resolves on the next signal; `Err` when the owner is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        match self {
+            InstanceWaker::Instance(rx) => rx.changed().await,
+            InstanceWaker::Any(rx) => rx.changed().await,
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<(Arc<Model>, Outcome), ApiError>>;
 
 struct Envelope {
@@ -1216,6 +1244,47 @@ pub struct StateHandle {
     tx: mpsc::Sender<Msg>,
     snapshots: watch::Receiver<Arc<Model>>,
     pub heartbeats: Arc<Heartbeats>,
+    wakers: Arc<Wakers>,
+}
+
+/// Per-instance wake-ups: the owner signals only the instances whose desired
+/// state changed, so a commit wakes the long-polls that care and no others.
+#[derive(Debug, Default)]
+pub struct Wakers {
+    senders: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Wakers {
+    fn subscribe(&self, instance: &str) -> Option<watch::Receiver<u64>> {
+        let mut m = self.senders.lock().ok()?;
+        Some(
+            m.entry(instance.to_string())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe(),
+        )
+    }
+
+    /// Wakes the pollers of every instance whose desired version differs
+    /// between `old` and `new`.
+    fn wake_changed(&self, old: &Model, new: &Model) {
+        let Ok(m) = self.senders.lock() else {
+            return;
+        };
+        for (id, inst) in &new.instances {
+            let before = old.instances.get(id);
+            if before.is_some_and(|b| Arc::ptr_eq(b, inst)) {
+                continue;
+            }
+            let changed = before.is_none_or(|b| {
+                b.desired_version != inst.desired_version || b.status != inst.status
+            });
+            if changed {
+                if let Some(tx) = m.get(id) {
+                    tx.send_replace(inst.desired_version);
+                }
+            }
+        }
+    }
 }
 
 impl StateHandle {
@@ -1227,6 +1296,15 @@ impl StateHandle {
     /// Asks the owner thread to finish (requests sent later fail).
     pub async fn stop(&self) {
         let _ = self.tx.send(Msg::Stop).await;
+    }
+
+    /// A receiver that wakes when this instance's desired state may have
+    /// changed (falls back to every snapshot if the registry is unusable).
+    pub fn instance_waker(&self, instance: &str) -> InstanceWaker {
+        match self.wakers.subscribe(instance) {
+            Some(rx) => InstanceWaker::Instance(rx),
+            None => InstanceWaker::Any(self.snapshots.clone()),
+        }
     }
 
     /// A receiver that wakes whenever a new snapshot is published.
@@ -1282,6 +1360,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(4096);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(model.clone()));
     let hb = heartbeats.clone();
+    let wakers = Arc::new(Wakers::default());
     let rng = match seed {
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_entropy(),
@@ -1294,6 +1373,7 @@ pub fn start(
         rng,
         last_snapshot_seq: snapshot_seq,
         snap_tx,
+        wakers: wakers.clone(),
     };
     let join = std::thread::Builder::new()
         .name("berth-state".into())
@@ -1303,6 +1383,7 @@ pub fn start(
             tx,
             snapshots: snap_rx,
             heartbeats,
+            wakers,
         },
         join,
     ))
@@ -1316,6 +1397,7 @@ struct Owner {
     rng: StdRng,
     last_snapshot_seq: u64,
     snap_tx: watch::Sender<Arc<Model>>,
+    wakers: Arc<Wakers>,
 }
 
 impl Owner {
@@ -1386,8 +1468,10 @@ impl Owner {
         if !records.is_empty() {
             match self.store.append(&records) {
                 Ok(_) => {
-                    self.model = working;
+                    let old = std::mem::replace(&mut self.model, working);
+                    // Publish first, then wake: a woken poller sees the new snapshot.
                     self.snap_tx.send_replace(Arc::new(self.model.clone()));
+                    self.wakers.wake_changed(&old, &self.model);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store append failed; batch rejected");

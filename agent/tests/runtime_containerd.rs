@@ -864,17 +864,12 @@ async fn containers_survive_containerd_restart() {
     env.rt.create(&req).await.expect("create");
     let pid = env.rt.start("long").await.expect("start");
     // A wait already in flight when containerd goes away.
-    let waiter = {
-        let socket = env.ctd.socket.clone();
-        let cfg = insecure(&env.registry);
-        tokio::spawn(async move {
-            let rt = ContainerdRuntime::connect(&socket, "berth", cfg)
-                .await
-                .expect("connect");
-            rt.wait("long").await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rt_w = ContainerdRuntime::connect(&env.ctd.socket, "berth", insecure(&env.registry))
+        .await
+        .expect("connect");
+    let waiter = tokio::spawn(async move { rt_w.wait("long").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "wait returned while the task runs");
 
     env.ctd.restart().expect("restart containerd");
 

@@ -21,7 +21,7 @@ use containerd_client::services::v1::{
     UpdateImageRequest, UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::{Descriptor, Mount};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use serde::Deserialize;
@@ -45,6 +45,8 @@ const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.
 const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+/// Layers downloaded at the same time during one pull.
+const PARALLEL_LAYER_DOWNLOADS: usize = 3;
 /// Size of each `Content.Write` message when streaming a layer.
 const WRITE_CHUNK: usize = 1 << 20;
 /// A crashed pull's lease (and everything only it holds) expires after this.
@@ -564,30 +566,47 @@ impl ContainerdRuntime {
             image: r.name.clone(),
             cause,
         };
-        // Layers: stream each missing one from the registry into the store.
+        // Layers: stream the missing ones from the registry into the store,
+        // a few at a time (unpacking below needs them all anyway).
+        let mut missing = Vec::new();
         for (layer, diff_id) in r.layers.iter().zip(diff_ids) {
-            if self
+            if !self
                 .content_exists(&layer.digest)
                 .await
                 .map_err(store_err)?
             {
-                continue;
+                missing.push((layer, diff_id));
             }
-            let layer_err = |cause: String| PullError::Layer {
-                image: r.name.clone(),
-                digest: layer.digest.clone(),
-                cause,
-            };
-            let sized = self
-                .oci
-                .pull_blob_stream(&r.reference, layer.digest.as_str())
-                .await
-                .map_err(|e| layer_err(registry_cause(&e)))?;
-            let labels = HashMap::from([(LABEL_UNCOMPRESSED.to_string(), diff_id.clone())]);
-            self.write_content(lease, layer, labels, sized.stream)
-                .await
-                .map_err(layer_err)?;
         }
+        // Owned inputs and boxed futures: a closure here trips the
+        // higher-ranked `Send` check of the trait's returned future.
+        let mut downloads: Vec<futures::future::BoxFuture<'_, Result<(), PullError>>> = Vec::new();
+        for (layer, diff_id) in missing {
+            let layer = layer.clone();
+            let diff_id = diff_id.clone();
+            let image = r.name.clone();
+            let reference = r.reference.clone();
+            downloads.push(Box::pin(async move {
+                let layer_err = |cause: String| PullError::Layer {
+                    image: image.clone(),
+                    digest: layer.digest.clone(),
+                    cause,
+                };
+                let sized = self
+                    .oci
+                    .pull_blob_stream(&reference, layer.digest.as_str())
+                    .await
+                    .map_err(|e| layer_err(registry_cause(&e)))?;
+                let labels = HashMap::from([(LABEL_UNCOMPRESSED.to_string(), diff_id)]);
+                self.write_content(lease, &layer, labels, sized.stream)
+                    .await
+                    .map_err(layer_err)
+            }));
+        }
+        futures::stream::iter(downloads)
+            .buffer_unordered(PARALLEL_LAYER_DOWNLOADS)
+            .try_collect::<Vec<()>>()
+            .await?;
 
         // Config.
         if !self

@@ -500,14 +500,16 @@ pub fn build_spec(input: &SpecInput) -> Value {
     } else {
         resources.insert("devices".into(), json!([{"allow": false, "access": "rwm"}]));
     }
-    if let Some(shares) = input.cpu_shares {
+    // 0 means "no CPU reservation" (ECS `cpu: 0`): leave the runtime default.
+    // The kernel's minimum is 2.
+    if let Some(shares) = input.cpu_shares.filter(|s| *s > 0).map(|s| s.max(2)) {
         resources.insert("cpu".into(), json!({"shares": shares}));
     }
     let mut memory = serde_json::Map::new();
-    if let Some(limit) = input.memory_limit {
+    if let Some(limit) = input.memory_limit.filter(|l| *l > 0) {
         memory.insert("limit".into(), json!(limit));
     }
-    if let Some(res) = input.memory_reservation {
+    if let Some(res) = input.memory_reservation.filter(|r| *r > 0) {
         memory.insert("reservation".into(), json!(res));
     }
     if !memory.is_empty() {
@@ -687,6 +689,31 @@ mod tests {
         assert_eq!(rl.len(), 1);
         assert_eq!(rl[0].hard(), 1024);
         assert!(spec.hostname().is_none());
+    }
+
+    #[test]
+    fn resource_edge_values() {
+        type Case = (Option<u64>, Option<i64>, Option<u64>, Option<i64>);
+        let cases: Vec<Case> = vec![
+            (Some(0), Some(0), None, None),
+            (Some(1), Some(-1), Some(2), None),
+            (Some(1024), Some(128 << 20), Some(1024), Some(128 << 20)),
+            (None, None, None, None),
+        ];
+        for (shares, limit, want_shares, want_limit) in cases {
+            let mut i = input();
+            i.cpu_shares = shares;
+            i.memory_limit = limit;
+            i.memory_reservation = None;
+            let spec = parse(&build_spec(&i));
+            let res = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().clone())
+                .expect("resources");
+            assert_eq!(res.cpu().as_ref().and_then(|c| c.shares()), want_shares);
+            assert_eq!(res.memory().as_ref().and_then(|m| m.limit()), want_limit);
+        }
     }
 
     #[test]

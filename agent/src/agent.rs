@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_api::RegisterRequest;
 use tokio::sync::mpsc;
@@ -16,6 +17,9 @@ use crate::reconcile::driver::{Driver, DriverConfig, DriverError, Outcome};
 use crate::resources::{self, HostOptions, ResourcesError};
 use crate::runtime::Runtime;
 use crate::state::{InstanceIdentity, SeqFile, StateError};
+
+/// How long a deregistered agent waits for its last reports to be acknowledged.
+const DEREGISTER_FLUSH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -139,7 +143,14 @@ pub async fn run<R: Runtime>(
     let poller = tokio::spawn(channel::poll_loop(client, known, events));
     let outcome = driver.run(shutdown, on_ready).await;
     poller.abort();
-    reporter.abort();
+    if matches!(outcome, Ok(Outcome::Deregistered)) {
+        // The final STOPPED reports are worth a short wait; the driver has
+        // dropped its end, so the reporter ends once they are acknowledged.
+        let _ = tokio::time::timeout(DEREGISTER_FLUSH, reporter).await;
+    } else {
+        // Unacknowledged reports are re-sent after a restart.
+        reporter.abort();
+    }
     match &outcome {
         Ok(Outcome::Shutdown) => info!("agent stopped; tasks keep running"),
         Ok(Outcome::Deregistered) => warn!("instance deregistered; agent stopped"),

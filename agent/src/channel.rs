@@ -357,4 +357,239 @@ mod tests {
         ));
         assert!(ChannelClient::new("http://127.0.0.1:80/", None).is_ok());
     }
+
+    /// A minimal HTTP/1.1 server on loopback answering each request with
+    /// `respond(path, auth header, body)`; one request per connection.
+    struct TestServer {
+        addr: std::net::SocketAddr,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    type Responder = Arc<dyn Fn(&str, Option<&str>, &[u8]) -> (u16, String) + Send + Sync>;
+
+    impl TestServer {
+        async fn start_on(addr: &str, respond: Responder) -> Self {
+            let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((mut sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let respond = respond.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        let (head_end, content_length) = loop {
+                            let n = sock.read(&mut chunk).await.expect("read");
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+                                let len = head
+                                    .lines()
+                                    .find_map(|l| {
+                                        let (k, v) = l.split_once(':')?;
+                                        k.eq_ignore_ascii_case("content-length")
+                                            .then(|| v.trim().parse::<usize>().ok())
+                                            .flatten()
+                                    })
+                                    .unwrap_or(0);
+                                break (pos + 4, len);
+                            }
+                        };
+                        while buf.len() < head_end + content_length {
+                            let n = sock.read(&mut chunk).await.expect("read");
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let auth = head.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(INSTANCE_AUTH_HEADER)
+                                .then(|| v.trim().to_string())
+                        });
+                        let (status, body) = respond(
+                            &path,
+                            auth.as_deref(),
+                            &buf[head_end..head_end + content_length],
+                        );
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    });
+                }
+            });
+            TestServer { addr, task }
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn task_spec(arn: &str) -> berth_api::TaskSpec {
+        berth_api::TaskSpec {
+            task_arn: arn.into(),
+            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+            task_definition_arn: "arn:aws:ecs:r:1:task-definition/f:1".into(),
+            family: "f".into(),
+            revision: 1,
+            desired_status: berth_api::DesiredStatus::Running,
+            network_mode: "host".into(),
+            stop_reason: None,
+            stop_code: None,
+            containers: vec![],
+            reserved_ports: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn poll_loop_reconnects_and_sends_known_version() {
+        // Reserve a port, then leave it closed: the coordinator is down.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = Arc::new(ChannelClient::new(&url, Some(("mi-1", "s3cret"))).expect("client"));
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(poll_loop(client, 4, events_tx));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+
+        type Seen = Vec<(Option<String>, PollRequest)>;
+        let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+        let log = seen.clone();
+        let respond: Responder = Arc::new(move |path, auth, body| {
+            assert_eq!(path, POLL_PATH);
+            let req: PollRequest = serde_json::from_slice(body).expect("poll body");
+            log.lock()
+                .expect("lock")
+                .push((auth.map(str::to_string), req.clone()));
+            let resp = if req.known_version < 5 {
+                PollResponse {
+                    version: 5,
+                    changed: true,
+                    tasks: vec![task_spec("arn:t")],
+                    deregistered: false,
+                }
+            } else {
+                PollResponse {
+                    version: 5,
+                    changed: false,
+                    tasks: vec![],
+                    deregistered: false,
+                }
+            };
+            (200, serde_json::to_string(&resp).expect("encode"))
+        });
+        let _server = TestServer::start_on(&format!("127.0.0.1:{port}"), respond).await;
+        let event = tokio::time::timeout(Duration::from_secs(20), events_rx.recv())
+            .await
+            .expect("desired state within the backoff cap")
+            .expect("event");
+        match event {
+            Event::Desired {
+                version,
+                tasks,
+                deregistered,
+            } => {
+                assert_eq!(version, 5);
+                assert_eq!(tasks.len(), 1);
+                assert!(!deregistered);
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+        // The next poll carries the new version.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while seen.lock().expect("lock").len() < 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("second poll");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen[0].0.as_deref(), Some("mi-1:s3cret"));
+        assert_eq!(
+            seen[0].1,
+            PollRequest {
+                known_version: 4,
+                wait_ms: POLL_WAIT_MS
+            }
+        );
+        assert_eq!(seen[1].1.known_version, 5);
+        poller.abort();
+    }
+
+    #[tokio::test]
+    async fn reports_retry_until_acked_and_seq_survives_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seqs: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+        let log = seqs.clone();
+        let respond: Responder = Arc::new(move |path, _auth, body| {
+            assert_eq!(path, REPORT_PATH);
+            let report: StateReport = serde_json::from_slice(body).expect("report body");
+            let mut log = log.lock().expect("lock");
+            log.push(report.seq);
+            match log.len() {
+                // First attempt: the coordinator fails.
+                1 => (
+                    500,
+                    r#"{"code":"ServerException","message":"internal error"}"#.to_string(),
+                ),
+                // A report whose seq the coordinator is already past.
+                3 => (200, r#"{"ackedSeq": 10}"#.to_string()),
+                _ => (200, format!(r#"{{"ackedSeq": {}}}"#, report.seq)),
+            }
+        });
+        let server = TestServer::start_on("127.0.0.1:0", respond).await;
+        let client = Arc::new(
+            ChannelClient::new(&format!("http://{}", server.addr), Some(("mi-1", "s")))
+                .expect("client"),
+        );
+
+        for (round, expected_tail) in [(0, vec![1u64, 1]), (1, vec![2, 11])] {
+            let (batches_tx, batches_rx) = mpsc::unbounded_channel();
+            let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+            let reporter = tokio::spawn(report_loop(
+                client.clone(),
+                SeqFile::new(dir.path()),
+                batches_rx,
+                events_tx,
+            ));
+            batches_tx
+                .send(vec![report(&format!("arn:{round}"), TaskStatus::Running)])
+                .expect("send");
+            let acked = tokio::time::timeout(Duration::from_secs(20), events_rx.recv())
+                .await
+                .expect("ack in time")
+                .expect("event");
+            match acked {
+                Event::Acked(tasks) => assert_eq!(tasks[0].task_arn, format!("arn:{round}")),
+                other => panic!("unexpected event {other:?}"),
+            }
+            let all = seqs.lock().expect("lock").clone();
+            assert_eq!(
+                all[all.len() - 2..],
+                expected_tail[..],
+                "round {round}: {all:?}"
+            );
+            // The agent "restarts": a new loop on the same data directory.
+            drop(batches_tx);
+            reporter.await.expect("join").expect("clean end");
+        }
+        assert_eq!(SeqFile::new(dir.path()).load().expect("load"), 12);
+    }
 }

@@ -11,12 +11,14 @@
 //! - [`state`]: files under the data directory (identity, state, report seq).
 //! - [`config`]: settings from flags, environment and the config file.
 //! - [`notify`]: sd_notify readiness.
+//! - [`logs`]: container log rotation and cleanup.
 //! - [`agent`]: wiring of the above for `berth-agent run`.
 
 pub mod agent;
 pub mod backoff;
 pub mod channel;
 pub mod config;
+pub mod logs;
 pub mod notify;
 pub mod procspec;
 pub mod reconcile;

@@ -162,9 +162,14 @@ pub fn network_namespace(mode: &str) -> Result<NetworkNamespace, ProcSpecError> 
     }
 }
 
+/// Name of a task's log directory under `DATA_DIR/logs`: its sanitised task id.
+pub fn log_dir_name(task_arn: &str) -> String {
+    sanitize(task_id(task_arn))
+}
+
 /// `DATA_DIR/logs/<task id>/<container>.{stdout,stderr}.log`.
 pub fn log_paths(logs_dir: &Path, task_arn: &str, container_name: &str) -> (PathBuf, PathBuf) {
-    let dir = logs_dir.join(sanitize(task_id(task_arn)));
+    let dir = logs_dir.join(log_dir_name(task_arn));
     let name = sanitize(container_name);
     (
         dir.join(format!("{name}.stdout.log")),

@@ -27,6 +27,7 @@ use super::{
     ObservedTasks, StopDecision, TaskRecord, VANISHED_REASON,
 };
 use crate::backoff::Backoff;
+use crate::logs::{self, RotationPolicy};
 use crate::procspec::{self, Condition};
 use crate::runtime::{ImageConfig, Runtime, RuntimeError};
 use crate::state::{AgentState, StateError, StateStore};
@@ -49,8 +50,11 @@ pub struct DriverConfig {
     pub logs_dir: PathBuf,
     /// Period of the timer that retries failed jobs and prunes tombstones.
     pub tick: Duration,
-    /// How long a finished task's tombstone is kept after it left desired state.
+    /// How long a finished task's tombstone is kept after it left desired
+    /// state; its log directory is removed with it.
     pub tombstone_ttl: Duration,
+    /// Size-based rotation of running containers' log files.
+    pub log_rotation: RotationPolicy,
 }
 
 impl DriverConfig {
@@ -60,6 +64,7 @@ impl DriverConfig {
             data_dir,
             tick: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(3600),
+            log_rotation: RotationPolicy::default(),
         }
     }
 }
@@ -488,13 +493,40 @@ impl<R: Runtime> Driver<R> {
             .flatten()
             .map(|t| t.task_arn.as_str())
             .collect();
-        let before = self.state.tombstones.len();
-        self.state
+        let pruned: Vec<String> = self
+            .state
             .tombstones
-            .retain(|arn, at| *at >= cutoff || desired.contains(arn.as_str()));
-        if self.state.tombstones.len() != before {
+            .iter()
+            .filter(|(arn, at)| **at < cutoff && !desired.contains(arn.as_str()))
+            .map(|(arn, _)| arn.clone())
+            .collect();
+        for arn in &pruned {
+            self.state.tombstones.remove(arn);
             self.dirty = true;
         }
+        // File work (copying logs) runs off the event loop.
+        let running: Vec<String> = self
+            .state
+            .tasks
+            .values()
+            .filter(|r| r.any_running())
+            .map(|r| procspec::log_dir_name(&r.task_arn))
+            .collect();
+        if running.is_empty() && pruned.is_empty() {
+            return;
+        }
+        let logs_dir = self.cfg.logs_dir.clone();
+        let policy = self.cfg.log_rotation;
+        tokio::task::spawn_blocking(move || {
+            for e in logs::rotate_tasks(&logs_dir, &running, policy) {
+                warn!(error = %e, "log rotation failed");
+            }
+            for arn in pruned {
+                if let Err(e) = logs::remove_task_logs(&logs_dir, &procspec::log_dir_name(&arn)) {
+                    warn!(error = %e, "removing a finished task's logs failed");
+                }
+            }
+        });
     }
 
     fn execute(&mut self, action: Action, desired: &[TaskSpec]) {
@@ -756,6 +788,10 @@ async fn run_start<R: Runtime>(
     };
     if let Err(e) = procspec::network_namespace(&spec.network_mode) {
         fail_task(e.to_string());
+        return false;
+    }
+    if spec.containers.is_empty() {
+        fail_task("CannotStartContainerError: the task has no containers".to_string());
         return false;
     }
     let order = match procspec::start_order(&spec.containers) {

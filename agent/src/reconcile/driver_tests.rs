@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::*;
+use crate::logs::RotationPolicy;
+use crate::procspec;
 use crate::runtime::{CreateRequest, ObservedContainer, ObservedState};
 
 struct FakeContainer {
@@ -223,9 +225,12 @@ struct Harness {
 
 impl Harness {
     fn start(runtime: Arc<FakeRuntime>, dir: &std::path::Path) -> Self {
+        Self::start_with(runtime, DriverConfig::new(dir.to_path_buf()))
+    }
+
+    fn start_with(runtime: Arc<FakeRuntime>, cfg: DriverConfig) -> Self {
         let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (driver, events) =
-            Driver::new(runtime, DriverConfig::new(dir.to_path_buf()), reports_tx).expect("driver");
+        let (driver, events) = Driver::new(runtime, cfg, reports_tx).expect("driver");
         let version = driver.known_version();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let join = tokio::spawn(driver.run(
@@ -265,7 +270,8 @@ impl Harness {
                     let batch = batch.expect("driver alive");
                     self.seen.extend(batch.iter().cloned());
                     let hit = batch.iter().find(|r| pred(r)).cloned();
-                    self.events.send(Event::Acked(batch)).expect("driver alive");
+                    // After deregistration the driver may be gone already.
+                    let _ = self.events.send(Event::Acked(batch));
                     if let Some(hit) = hit {
                         return hit;
                     }
@@ -592,5 +598,108 @@ async fn stop_during_a_dependency_wait_cancels_the_start() {
     assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
     assert_eq!(rt.create_count(), 1, "app never created");
     assert_eq!(stopped.containers[1].exit_code, Some(143));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn deregistration_stops_and_removes_everything_then_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![container("app", "busybox", true)])]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    h.events
+        .send(Event::Desired {
+            version: 2,
+            tasks: vec![],
+            deregistered: true,
+        })
+        .expect("driver alive");
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.containers[0].exit_code, Some(143));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), &mut h.join)
+        .await
+        .expect("driver returns")
+        .expect("join")
+        .expect("driver ok");
+    assert_eq!(outcome, Outcome::Deregistered);
+    assert!(rt.ids().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_interrupted_after_create_resumes_with_the_same_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let spec = task(vec![
+        container("app", "busybox", true),
+        container("side", "busybox", false),
+    ]);
+    // The previous agent created `app` and died before starting it (and
+    // before persisting anything).
+    let image = rt.pull("busybox").await.expect("image");
+    let req =
+        procspec::create_request(&spec, &spec.containers[0], &image, &dir.path().join("logs"))
+            .expect("request");
+    rt.create(&req).await.expect("create");
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![spec]);
+    let running = h.until("RUNNING", status(TaskStatus::Running)).await;
+    assert!(running
+        .containers
+        .iter()
+        .all(|c| c.last_status == ContainerStatus::Running));
+    assert_eq!(rt.create_count(), 2, "app reused, only side created");
+    assert_eq!(rt.ids(), vec!["t1-app".to_string(), "t1-side".to_string()]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_rotate_while_running_and_go_with_the_tombstone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut cfg = DriverConfig::new(dir.path().to_path_buf());
+    cfg.tombstone_ttl = std::time::Duration::ZERO;
+    cfg.log_rotation = RotationPolicy {
+        max_bytes: 8,
+        keep: 1,
+    };
+    let logs_dir = cfg.logs_dir.clone();
+    let mut h = Harness::start_with(rt.clone(), cfg);
+    let spec = task(vec![container("app", "busybox", true)]);
+    h.desire(vec![spec.clone()]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    let (stdout, _) = procspec::log_paths(&logs_dir, ARN, "app");
+    std::fs::write(&stdout, b"more than eight bytes").expect("write log");
+    let rotated = {
+        let mut p = stdout.clone().into_os_string();
+        p.push(".1");
+        std::path::PathBuf::from(p)
+    };
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        for _ in 0..200 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{what}");
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    wait_for("log rotated", &|| rotated.exists());
+    assert_eq!(std::fs::metadata(&stdout).expect("stat").len(), 0);
+
+    rt.exit("t1-app", 0);
+    h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    h.desire(vec![]);
+    // Deleted, forgotten, tombstone pruned on a tick: the logs go too.
+    let task_logs = logs_dir.join("t1");
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        if !task_logs.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    wait_for("task logs removed", &|| !task_logs.exists());
     h.stop().await;
 }

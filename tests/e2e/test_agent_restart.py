@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import harness
 from harness import assert_forward_only, wait_for
 
@@ -17,7 +19,9 @@ def snapshot(cluster, arns: list[str]) -> dict[str, dict[str, str]]:
     return {t["taskArn"]: {c["name"]: c.get("runtimeId") for c in t["containers"]} for t in cluster.describe(arns)}
 
 
-def test_agent_kill9_and_restart_readopts_tasks(private_cluster):
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_agent_restart_readopts_tasks(private_cluster, how):
+    """`kill -9` (crash) or SIGTERM (service stop): either way the tasks keep running."""
     cluster = private_cluster
     long_td = cluster.register_td([cluster.container(command=LONG, stopTimeout=5)])
     short_td = cluster.register_td([cluster.container(command=["sh", "-c", "sleep 6; exit 7"])])
@@ -38,7 +42,11 @@ def test_agent_kill9_and_restart_readopts_tasks(private_cluster):
     pids_before = {rid: ctr_before[rid][0] for rid in runtime_ids.values()}
     short_rid = snapshot(cluster, [short_arn])[short_arn]["main"]
 
-    cluster.agent.kill9()
+    if how == "kill9":
+        cluster.agent.kill9()
+    else:
+        cluster.agent.stop()
+        assert cluster.agent.proc.returncode == 0, f"agent exited {cluster.agent.proc.returncode} on SIGTERM"
 
     # While the agent is down, the short task's container exits on its own.
     wait_for(lambda: cluster.ctr_tasks().get(short_rid, (0, "RUNNING"))[1] == "STOPPED",
@@ -100,3 +108,29 @@ def test_agent_restart_while_idle_keeps_instance(private_cluster):
     task, _ = cluster.wait_task(arn, "STOPPED", timeout=60)
     assert task["containers"][0]["exitCode"] == 5
 
+
+
+def test_task_stopped_while_agent_down_is_stopped_on_return(private_cluster):
+    """Desired state that changed while the agent was away is applied when it returns."""
+    cluster = private_cluster
+    td = cluster.register_td([cluster.container(command=LONG, stopTimeout=5)])
+    arn = cluster.run_task(td)
+    task, _ = cluster.wait_task(arn, "RUNNING", timeout=60)
+    rid = task["containers"][0]["runtimeId"]
+    pid = cluster.ctr_tasks()[rid][0]
+
+    cluster.agent.kill9()
+    out = cluster.ecs.stop_task(cluster=cluster.name, task=arn, reason="while the agent was down")
+    assert out["task"]["desiredStatus"] == "STOPPED"
+    time.sleep(2)
+    assert cluster.ctr_tasks().get(rid) == (pid, "RUNNING"), "nothing should stop it while the agent is down"
+
+    cluster.agent.start()
+    task, seen = cluster.wait_task(arn, "STOPPED", timeout=60)
+    assert_forward_only(seen)
+    assert task["stopCode"] == "UserInitiated", task
+    assert task["stoppedReason"] == "while the agent was down", task
+    assert task["containers"][0]["exitCode"] == 0, task
+    wait_for(lambda: not cluster.ctr_containers() and not cluster.ctr_tasks(), timeout=15,
+             what="containerd namespace to be empty")
+    wait_for(lambda: not harness.pid_alive(pid), timeout=5, what=f"container process {pid} to exit")

@@ -210,3 +210,51 @@ def test_aws_cli_flow(cluster, tmp_path):
     assert task["stoppedReason"] == "cli stop"
     assert task["containers"][0]["exitCode"] == 0
     assert_containerd_empty(cluster)
+
+
+def test_container_definition_shapes_the_process(cluster):
+    """environment, workingDirectory, user and the container's log file."""
+    td = cluster.register_td([cluster.container(
+        command=["sh", "-c", 'echo "FOO=$FOO"; pwd; id -u; echo to-stderr >&2'],
+        environment=[{"name": "FOO", "value": "bar baz"}],
+        workingDirectory="/tmp",
+        user="65534",
+    )])
+    arn = cluster.run_task(td)
+    task, _ = cluster.wait_task(arn, "STOPPED", timeout=60)
+    assert task["containers"][0]["exitCode"] == 0, task
+    # containerd 1.6's runc shim writes both streams to the stdout `file://` URI
+    # (documented on `CreateRequest::stdout_path`), so the log is the combined output.
+    out = cluster.agent.log_path(arn, "main").read_text().splitlines()
+    assert out == ["FOO=bar baz", "/tmp", "65534", "to-stderr"], out
+    assert_containerd_empty(cluster)
+
+
+def test_run_task_container_overrides(cluster):
+    td = cluster.register_td([cluster.container(command=["sh", "-c", "exit 1"])])
+    out = cluster.ecs.run_task(
+        cluster=cluster.name, taskDefinition=td,
+        overrides={"containerOverrides": [{
+            "name": "main", "command": ["sh", "-c", 'echo "$MODE"; exit 9'],
+            "environment": [{"name": "MODE", "value": "overridden"}],
+        }]},
+    )
+    assert out["failures"] == []
+    arn = out["tasks"][0]["taskArn"]
+    task, _ = cluster.wait_task(arn, "STOPPED", timeout=60)
+    assert task["containers"][0]["exitCode"] == 9, task
+    assert cluster.agent.log_path(arn, "main").read_text().split() == ["overridden"]
+
+
+def test_missing_executable_fails_to_start(cluster):
+    td = cluster.register_td([cluster.container(command=["/nonexistent-binary"])])
+    arn = cluster.run_task(td)
+    task, seen = cluster.wait_task(arn, "STOPPED", timeout=60)
+    assert_forward_only(seen)
+    assert "RUNNING" not in seen, seen
+    assert task["stopCode"] == "TaskFailedToStart", task
+    container = task["containers"][0]
+    reasons = task.get("stoppedReason", "") + " " + container.get("reason", "")
+    assert "CannotStartContainerError" in reasons or "CannotCreateContainerError" in reasons, task
+    assert "/nonexistent-binary" in reasons, task
+    assert_containerd_empty(cluster)

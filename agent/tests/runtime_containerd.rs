@@ -888,3 +888,51 @@ async fn containers_survive_containerd_restart() {
     let again = env.request("after", &["sh", "-c", "exit 5"], &cfg);
     assert_eq!(env.run(&again).await, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_outage_falls_back_to_local_image() {
+    let Some(env) = setup(
+        "registry_outage_falls_back_to_local_image",
+        ImageOptions::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let Env {
+        rt,
+        image,
+        logs: _logs,
+        registry,
+        ctd,
+    } = env;
+    let registry_cfg = insecure(&registry);
+    drop(registry); // the registry goes away
+
+    assert_eq!(
+        rt.pull(&image.reference)
+            .await
+            .expect("pull, registry down"),
+        cfg
+    );
+    let fresh = ContainerdRuntime::connect(&ctd.socket, "berth", registry_cfg)
+        .await
+        .expect("connect");
+    assert_eq!(
+        fresh
+            .pull(&image.reference)
+            .await
+            .expect("fresh client, registry down"),
+        cfg
+    );
+    // An image that was never pulled still fails, naming the image.
+    let other = image.reference.replace("test/busybox", "test/other");
+    match fresh.pull(&other).await {
+        Err(RuntimeError::Pull(msg)) => assert!(msg.contains(&other), "{msg}"),
+        res => panic!("expected Pull error, got {res:?}"),
+    }
+    drop(fresh);
+    drop(rt);
+    drop(ctd);
+}

@@ -228,7 +228,7 @@ impl ContainerdRuntime {
     }
 
     /// The image as this agent knows it, from memory or containerd's store.
-    async fn local_image(&self, name: &str) -> Result<Option<CachedImage>, String> {
+    pub(super) async fn local_image(&self, name: &str) -> Result<Option<CachedImage>, String> {
         if let Some(c) = self.cached_image(name) {
             return Ok(Some(c));
         }

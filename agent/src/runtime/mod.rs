@@ -146,7 +146,9 @@ pub enum ObservedState {
 pub trait Runtime: Send + Sync + 'static {
     /// Pull and unpack `image` if not present; return its config. Always
     /// asks the registry what the tag points at now, so a moved tag is
-    /// pulled; content already in containerd is not fetched again.
+    /// pulled; content already in containerd is not fetched again. If the
+    /// registry cannot be asked (down, tag gone) but the image is already on
+    /// the host, the local image is returned (ECS's default pull behaviour).
     fn pull(&self, image: &str) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send;
     /// Like [`Runtime::pull`], but if the image is already present locally
     /// (an image record for exactly this reference, with its layers

@@ -452,10 +452,27 @@ impl ContainerdRuntime {
     }
 
     /// Pull `image`: resolve the tag every time (so a moved tag is noticed),
-    /// then do only the work that is missing.
+    /// then do only the work that is missing. If the registry cannot resolve
+    /// the reference but the image is already here, the local image is used.
     pub(super) async fn pull_image(&self, image: &str) -> Result<ImageConfig, PullError> {
         let started = Instant::now();
-        let r = self.resolve(image).await?;
+        let r = match self.resolve(image).await {
+            Ok(r) => r,
+            // As ECS's default pull behaviour: if the registry cannot be
+            // asked, an image already on this host is used, so a registry
+            // outage does not stop tasks from (re)starting.
+            Err(e @ PullError::Manifest { .. }) => {
+                let name = image_name(image)?;
+                return match self.local_image(&name).await {
+                    Ok(Some(local)) => {
+                        tracing::warn!(image = %name, error = %e, "pull failed; using the image already on this host");
+                        Ok(local.config)
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let store_err = |cause: String| PullError::Store {
             image: r.name.clone(),
             cause,

@@ -3,6 +3,23 @@
 //! that touches a host is [`containerd::ContainerdRuntime`].
 //!
 //! **Architecture Invariant:** only `agent::runtime` talks to containerd.
+//!
+//! Submodules: `containerd` (connection, container and task lifecycle),
+//! `pull` (registry → content store → snapshots, without a transfer
+//! service), `spec` (containerd's default Linux spec plus the request; pure).
+//!
+//! Choices the rest of the agent can rely on:
+//! - Everything a restarted agent needs is in containerd: containers carry
+//!   the caller's labels plus `io.berth.stdout`/`io.berth.stderr` (where the
+//!   shim writes), so `start`, `wait`, `kill`, `delete` and `list` work on a
+//!   container created by an earlier process.
+//! - `pull` always resolves the tag; `pull_if_missing` trusts a local image
+//!   record for the exact reference and never contacts the registry when it
+//!   exists; both fall back to the local image when the registry is down.
+//! - Containers live in cgroup `/berth/<id>` (cgroupfs driver).
+//! - **Architecture Invariant:** no lock is held across `.await`; the two
+//!   in-memory caches (image → chain id, container → rootfs mounts) are only
+//!   shortcuts, never the source of truth.
 
 pub mod containerd;
 pub mod pull;

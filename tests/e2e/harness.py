@@ -50,6 +50,7 @@ BIN_DIR = Path(os.environ.get("BERTH_BIN_DIR", REPO / "target" / "debug"))
 REGION = "us-east-1"
 SOCKET_ROOT = Path("/run/berth-test")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
+RUNC_STATE_DIR = Path("/run/containerd/runc")
 
 # Every live harness object, so a failing test can print their logs (see conftest).
 ACTIVE: list[Any] = []
@@ -383,8 +384,10 @@ disabled_plugins = [
         if self in ACTIVE:
             ACTIVE.remove(self)
         errors: list[str] = []
+        used_namespaces: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
             try:
+                used_namespaces = self.namespaces()
                 self._graceful_cleanup()
             except Exception as e:  # noqa: BLE001 - keep cleaning
                 errors.append(f"graceful cleanup: {e}")
@@ -394,6 +397,14 @@ disabled_plugins = [
             argv = proc_cmdline(pid)
             kill_pid(pid)
             self._remove_shim_socket(argv)
+        # The runc shim keeps per-namespace state dirs under /run/containerd/runc;
+        # remove the (now empty) ones of the namespaces the harness made up.
+        for ns in used_namespaces:
+            if ns not in ("default", "berth"):
+                try:
+                    (RUNC_STATE_DIR / ns).rmdir()
+                except OSError:
+                    pass
         leftovers = unmount_all_under(self.dir)
         if leftovers:
             errors.append(f"had to unmount {leftovers}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+import uuid
 
 import harness
 import mkimage
@@ -52,16 +53,17 @@ def test_mkimage_cli_pushes(registry):
 def test_containerd_runs_image_and_teardown_leaves_nothing(tmp_path):
     containerd = harness.Containerd(tmp_path / "h")
     registry = harness.Registry(tmp_path / "h")
+    ns = f"harness-{uuid.uuid4().hex[:6]}"
     try:
         image = registry.push_busybox()
-        containerd.ctr("images", "pull", "--plain-http", image, namespace="t")
+        containerd.ctr("images", "pull", "--plain-http", image, namespace=ns)
         out = containerd.ctr("run", "--rm", image, "once", "sh", "-c",
-                             "cat /www/index.html; id -u; ls /bin/sleep /bin/httpd", namespace="t").stdout
+                             "cat /www/index.html; id -u; ls /bin/sleep /bin/httpd", namespace=ns).stdout
         assert "hello from berth" in out
         assert out.splitlines()[1] == "0"
         # A long-running container left behind must be cleaned up by teardown.
-        containerd.ctr("run", "-d", image, "left", "sleep", "1000", namespace="t")
-        tasks = containerd.tasks("t")
+        containerd.ctr("run", "-d", image, "left", "sleep", "1000", namespace=ns)
+        tasks = containerd.tasks(ns)
         assert tasks["left"][1] == "RUNNING"
         container_pid = tasks["left"][0]
         shims = containerd.shim_pids()
@@ -76,3 +78,4 @@ def test_containerd_runs_image_and_teardown_leaves_nothing(tmp_path):
     assert not containerd.dir.exists()
     assert not containerd.sock_dir.exists()
     assert not registry.dir.exists()
+    assert not (harness.RUNC_STATE_DIR / ns).exists()

@@ -185,3 +185,18 @@ def test_concurrent_run_tasks_never_overcommit(cluster):
     rem = wait_for(lambda: (r := resources(cluster.container_instance()["remainingResources"]))["MEMORY"] == reg["MEMORY"] and r,
                    timeout=20, what="resources to be released")
     assert not ({str(p) for p in ports} & rem["PORTS"]), rem
+
+
+def test_instance_attributes(host):
+    cluster = host.cluster(attributes={"stack": "blue", "zone-tag": "a1"})
+    try:
+        ci = cluster.container_instance()
+        attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+        assert attrs.get("ecs.os-type") == "linux", attrs
+        assert attrs.get("ecs.cpu-architecture") == "x86_64", attrs
+        assert "ecs.capability.external" in attrs, attrs
+        assert attrs.get("stack") == "blue" and attrs.get("zone-tag") == "a1", attrs
+        assert ci["ec2InstanceId"].startswith("mi-"), ci
+    finally:
+        host.clusters.remove(cluster)
+        cluster.close()

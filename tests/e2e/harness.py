@@ -316,6 +316,12 @@ disabled_plugins = [
         except HarnessError as e:
             raise HarnessError(f"{e}\n--- containerd log ---\n{tail(self.log)}") from e
 
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop only the daemon (as a package upgrade does: shims and containers keep
+        running), then start it again on the same root, state and sockets."""
+        stop_process(self.proc, timeout=10, sig=sig)
+        self.start()
+
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise HarnessError(f"containerd exited with {self.proc.returncode}")

@@ -134,3 +134,30 @@ def test_task_stopped_while_agent_down_is_stopped_on_return(private_cluster):
     wait_for(lambda: not cluster.ctr_containers() and not cluster.ctr_tasks(), timeout=15,
              what="containerd namespace to be empty")
     wait_for(lambda: not harness.pid_alive(pid), timeout=5, what=f"container process {pid} to exit")
+
+
+def test_containerd_restart_keeps_tasks_and_agent_working(private_cluster):
+    """containerd restarting under a running agent (shims keep the containers)."""
+    cluster = private_cluster
+    td = cluster.register_td([cluster.container(command=LONG, stopTimeout=5)])
+    arn = cluster.run_task(td)
+    task, _ = cluster.wait_task(arn, "RUNNING", timeout=60)
+    rid = task["containers"][0]["runtimeId"]
+    pid = cluster.ctr_tasks()[rid][0]
+
+    cluster.containerd.restart()
+    assert cluster.ctr_tasks().get(rid) == (pid, "RUNNING")
+    time.sleep(2)
+    assert cluster.agent.running(), "the agent died when containerd restarted"
+    assert cluster.describe_one(arn)["lastStatus"] == "RUNNING"
+
+    short = cluster.register_td([cluster.container(command=["sh", "-c", "exit 4"])])
+    short_arn = cluster.run_task(short)
+    task, _ = cluster.wait_task(short_arn, "STOPPED", timeout=60)
+    assert task["containers"][0]["exitCode"] == 4, task
+
+    cluster.ecs.stop_task(cluster=cluster.name, task=arn, reason="done")
+    task, _ = cluster.wait_task(arn, "STOPPED", timeout=60)
+    assert task["containers"][0]["exitCode"] == 0, task
+    wait_for(lambda: not cluster.ctr_containers() and not cluster.ctr_tasks(), timeout=15,
+             what="containerd namespace to be empty")

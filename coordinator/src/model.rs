@@ -584,6 +584,16 @@ mod tests {
     }
 
     #[test]
+    fn millisecond_timestamps_survive_the_log_exactly() {
+        for i in 0..20_000u64 {
+            let ts = (1_700_000_000_000u64 + i * 7_919) as f64 / 1000.0;
+            let text = serde_json::to_string(&ts).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), ts.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
     fn snapshot_round_trip_rebuilds_indexes() {
         let mut m = Model::default();
         m.apply(&Command::RegisterInstance {

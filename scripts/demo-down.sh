@@ -44,7 +44,7 @@ is_ours() {
     local name=$1 pid=$2 prog argv0
     prog=$(expected_program "$name")
     [ -n "$prog" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)
+    argv0=$({ tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | head -n 1)
     [ "$(basename "$argv0")" = "$prog" ] || return 1
     # A zombie is already gone.
     ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
@@ -101,7 +101,7 @@ stop_one containerd
 
 # Shims of the demo's containerd should have exited with their tasks.
 for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-address $SOCK "; then
+    if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- "-address $SOCK "; then
         log "warning: shim pid $pid of the demo's containerd is still running"
     fi
 done

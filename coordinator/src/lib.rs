@@ -111,6 +111,25 @@ impl Coordinator {
             account_id: config.account_id.clone(),
             shutdown: shutdown_rx.clone(),
         });
+        // Housekeeping: forget tasks stopped more than an hour ago, as ECS does.
+        {
+            let state = state.clone();
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(300));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let req = state::Request::Prune { retention_secs: 3600.0 };
+                            if let Err(e) = state.submit(req).await {
+                                tracing::warn!(error = %e, "prune failed");
+                            }
+                        }
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                    }
+                }
+            });
+        }
         let mut stop = shutdown_rx;
         let server = tokio::spawn(http::run(listener, app, async move {
             let _ = stop.wait_for(|s| *s).await;

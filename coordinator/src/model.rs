@@ -244,6 +244,11 @@ pub enum Command {
         ids: Vec<String>,
         status: String,
     },
+    /// Forget tasks that stopped long ago (ECS shows stopped tasks for about
+    /// an hour).
+    PruneTasks {
+        ids: Vec<String>,
+    },
     /// PutAttributes/DeleteAttributes: an instance's full new attribute list.
     SetAttributes {
         instance: String,
@@ -384,6 +389,14 @@ impl Model {
                             i.status = status.clone();
                             i.version += 1;
                         }
+                    }
+                }
+            }
+            Command::PruneTasks { ids } => {
+                for id in ids {
+                    // Only STOPPED tasks are pruned, and they are in no index.
+                    if self.tasks.get(id).is_some_and(|t| !t.is_active()) {
+                        self.tasks.remove(id);
                     }
                 }
             }

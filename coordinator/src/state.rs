@@ -154,6 +154,10 @@ pub enum Request {
     DeleteActivation {
         id: String,
     },
+    /// Housekeeping: forget tasks STOPPED for longer than `retention_secs`.
+    Prune {
+        retention_secs: f64,
+    },
     RegisterInstance(RegisterRequest),
     Report {
         instance: String,
@@ -753,6 +757,21 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                 ));
             }
             Ok((vec![Command::DeleteActivation { id }], Outcome::Done))
+        }
+        Request::Prune { retention_secs } => {
+            let cutoff = ctx.now - retention_secs;
+            let ids: Vec<String> = m
+                .tasks
+                .values()
+                .filter(|t| !t.is_active() && t.stopped_at.unwrap_or(t.created_at) < cutoff)
+                .map(|t| t.id.clone())
+                .collect();
+            let cmds = if ids.is_empty() {
+                vec![]
+            } else {
+                vec![Command::PruneTasks { ids }]
+            };
+            Ok((cmds, Outcome::Done))
         }
         Request::RegisterInstance(r) => plan_register(m, r, ctx),
         Request::Report { instance, report } => plan_report(m, &instance, report, ctx),
@@ -1763,6 +1782,40 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn prune_forgets_only_long_stopped_tasks() {
+        let (mut m, mut rng) = world(true);
+        let Outcome::Tasks { ids, .. } = step(&mut m, run(1), true, &mut rng).unwrap() else {
+            panic!("not tasks");
+        };
+        let prune = |m: &mut Model, rng: &mut StdRng, secs: f64| {
+            step(
+                m,
+                Request::Prune {
+                    retention_secs: secs,
+                },
+                true,
+                rng,
+            )
+            .unwrap()
+        };
+        // Running: never pruned.
+        prune(&mut m, &mut rng, -1.0);
+        assert!(m.tasks.contains_key(&ids[0]));
+        let mut stopped = (*m.tasks[&ids[0]]).clone();
+        stopped.last_status = TaskStatus::Stopped;
+        stopped.stopped_at = Some(500.0);
+        m.apply(&Command::PutTasks {
+            tasks: vec![stopped],
+            token: None,
+        });
+        // Stopped at 500, now 1000: kept with a 3600 s retention, pruned with 100 s.
+        prune(&mut m, &mut rng, 3600.0);
+        assert!(m.tasks.contains_key(&ids[0]));
+        prune(&mut m, &mut rng, 100.0);
+        assert!(!m.tasks.contains_key(&ids[0]));
     }
 
     #[test]

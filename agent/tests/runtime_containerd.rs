@@ -807,8 +807,31 @@ async fn start_latency() {
         v[v.len() / 2]
     };
     let (c, s, t) = (median(&mut create), median(&mut start), median(&mut total));
+    // Baseline in the same invocation: `ctr run --rm` on the same containerd
+    // and the same unpacked image.
+    let mut ctr_runs = Vec::new();
+    for i in 0..10 {
+        let t0 = Instant::now();
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&env.ctd.socket)
+            .args(["--namespace", "berth", "run", "--rm"])
+            .arg(&env.image.reference)
+            .arg(format!("ctr-{i}"))
+            .arg("true")
+            .output()
+            .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctr_runs.push(t0.elapsed());
+    }
+    let baseline = median(&mut ctr_runs);
     eprintln!(
-        "start_latency (busybox true, medians of 10): create {c:?}, start {s:?}, create+start+wait {t:?}"
+        "start_latency (busybox true, medians of 10): create {c:?}, start {s:?}, create+start+wait {t:?}; `ctr run --rm` {baseline:?}; ratio {:.2}",
+        t.as_secs_f64() / baseline.as_secs_f64()
     );
     assert!(t < Duration::from_secs(2), "median create+start+wait {t:?}");
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::channel::{self, ChannelClient, ChannelError};
+use crate::config::PullBehavior;
 use crate::reconcile::driver::{Driver, DriverConfig, DriverError, Outcome};
 use crate::resources::{self, HostOptions, ResourcesError};
 use crate::runtime::Runtime;
@@ -108,6 +109,7 @@ pub async fn run<R: Runtime>(
     runtime: R,
     data_dir: &Path,
     coordinator_override: Option<&str>,
+    pull_behavior: PullBehavior,
     shutdown: impl Future<Output = ()> + Send,
     on_ready: impl FnOnce() + Send,
 ) -> Result<Outcome, AgentError> {
@@ -124,11 +126,9 @@ pub async fn run<R: Runtime>(
         "agent starting"
     );
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let (driver, events) = Driver::new(
-        Arc::new(runtime),
-        DriverConfig::new(data_dir.to_path_buf()),
-        reports_tx,
-    )?;
+    let mut cfg = DriverConfig::new(data_dir.to_path_buf());
+    cfg.pull_behavior = pull_behavior;
+    let (driver, events) = Driver::new(Arc::new(runtime), cfg, reports_tx)?;
     let known = driver.known_version();
     let reporter = tokio::spawn({
         let client = client.clone();

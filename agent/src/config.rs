@@ -8,7 +8,8 @@
 //! ```json
 //! {"dataDir": "/var/lib/berth-agent", "containerdSocket": "/run/containerd/containerd.sock",
 //!  "namespace": "berth", "insecureRegistries": ["10.0.0.5:5000"],
-//!  "registryAuth": {"registry.example:443": "user:password"}}
+//!  "registryAuth": {"registry.example:443": "user:password"},
+//!  "imagePullBehavior": "default"}
 //! ```
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ pub enum ConfigError {
         "no data directory: pass --data-dir (or BERTH_DATA_DIR, or dataDir in the config file)"
     )]
     NoDataDir,
+    #[error("image pull behavior {0:?} is not one of default, always, once, prefer-cached")]
+    BadPullBehavior(String),
 }
 
 /// The config file's settings (all optional).
@@ -57,6 +60,8 @@ pub struct FileConfig {
     /// Registry `host[:port]` → `user:password`.
     #[serde(default)]
     pub registry_auth: BTreeMap<String, String>,
+    /// `default`, `once` or `prefer-cached` (ECS_IMAGE_PULL_BEHAVIOR).
+    pub image_pull_behavior: Option<String>,
 }
 
 impl FileConfig {
@@ -82,6 +87,7 @@ pub struct RunFlags {
     pub insecure_registries: Vec<String>,
     /// `HOST=USER:PASSWORD` entries.
     pub registry_auth: Vec<String>,
+    pub image_pull_behavior: Option<String>,
 }
 
 /// The effective settings.
@@ -92,6 +98,31 @@ pub struct RunSettings {
     pub namespace: String,
     pub coordinator: Option<String>,
     pub registries: RegistryConfig,
+    pub pull_behavior: PullBehavior,
+}
+
+/// When the agent asks the registry about an image (ECS_IMAGE_PULL_BEHAVIOR).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullBehavior {
+    /// Always ask the registry (a moved tag is pulled); use the cached image
+    /// if the registry cannot answer. ECS's default.
+    #[default]
+    Default,
+    /// Use an image already on the host without asking the registry (`once`
+    /// and `prefer-cached` in ECS; they differ only in image cleanup, which
+    /// this agent does not do).
+    PreferCached,
+}
+
+impl std::str::FromStr for PullBehavior {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" | "always" => Ok(PullBehavior::Default),
+            "once" | "prefer-cached" => Ok(PullBehavior::PreferCached),
+            other => Err(ConfigError::BadPullBehavior(other.to_string())),
+        }
+    }
 }
 
 /// `HOST=USER:PASSWORD` → (host, (user, password)); the password may contain `:`.
@@ -146,6 +177,12 @@ pub fn merge(flags: RunFlags, file: FileConfig) -> Result<RunSettings, ConfigErr
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         coordinator: flags.coordinator.or(file.coordinator),
         registries: RegistryConfig { insecure, auth },
+        pull_behavior: flags
+            .image_pull_behavior
+            .or(file.image_pull_behavior)
+            .map(|b| b.parse())
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -200,6 +237,7 @@ mod tests {
             coordinator: Some("http://127.0.0.1:9".into()),
             insecure_registries: vec!["b:2".into(), "a:1".into()],
             registry_auth: vec!["r:1=u:p".into()],
+            image_pull_behavior: None,
         };
         let s = merge(flags, file).expect("merge");
         assert_eq!(s.data_dir, PathBuf::from("/flag"));
@@ -215,6 +253,33 @@ mod tests {
             s.registries.auth.get("r:2"),
             Some(&("x".to_string(), "y".to_string()))
         );
+
+        assert_eq!(s.pull_behavior, PullBehavior::Default);
+        let cases = [
+            (None, Some("once"), Ok(PullBehavior::PreferCached)),
+            (Some("default"), Some("once"), Ok(PullBehavior::Default)),
+            (Some("prefer-cached"), None, Ok(PullBehavior::PreferCached)),
+            (Some("always"), None, Ok(PullBehavior::Default)),
+            (Some("sometimes"), None, Err("sometimes")),
+        ];
+        for (flag, file, expected) in cases {
+            let got = merge(
+                RunFlags {
+                    data_dir: Some("/d".into()),
+                    image_pull_behavior: flag.map(str::to_string),
+                    ..Default::default()
+                },
+                FileConfig {
+                    image_pull_behavior: file.map(str::to_string),
+                    ..Default::default()
+                },
+            );
+            match (got, expected) {
+                (Ok(s), Ok(b)) => assert_eq!(s.pull_behavior, b, "{flag:?} {file:?}"),
+                (Err(ConfigError::BadPullBehavior(v)), Err(e)) => assert_eq!(v, e),
+                (other, _) => panic!("{flag:?} {file:?}: {other:?}"),
+            }
+        }
 
         let none = merge(RunFlags::default(), FileConfig::default());
         assert!(matches!(none, Err(ConfigError::NoDataDir)));

@@ -98,6 +98,11 @@ struct RunArgs {
     /// Coordinator URL, overriding the one stored at registration.
     #[arg(long, env = "BERTH_COORDINATOR")]
     coordinator: Option<String>,
+    /// When to ask the registry about an image (ECS_IMAGE_PULL_BEHAVIOR):
+    /// `default` (always; the cached image if the registry cannot answer) or
+    /// `prefer-cached`/`once` (use an image already on the host).
+    #[arg(long, env = "BERTH_IMAGE_PULL_BEHAVIOR")]
+    image_pull_behavior: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,6 +164,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             coordinator: args.coordinator,
             insecure_registries: args.insecure_registries,
             registry_auth: args.registry_auth,
+            image_pull_behavior: args.image_pull_behavior,
         },
         file,
     )?;
@@ -190,6 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime,
         &settings.data_dir,
         settings.coordinator.as_deref(),
+        settings.pull_behavior,
         shutdown_signal(),
         || match berth_agent::notify::notify("READY=1") {
             Ok(true) => info!("notified systemd: READY=1"),

@@ -27,6 +27,7 @@ use super::{
     ObservedTasks, StopDecision, TaskRecord, VANISHED_REASON,
 };
 use crate::backoff::Backoff;
+use crate::config::PullBehavior;
 use crate::logs::{self, RotationPolicy};
 use crate::procspec::{self, Condition};
 use crate::runtime::{ImageConfig, Runtime, RuntimeError};
@@ -55,6 +56,7 @@ pub struct DriverConfig {
     pub tombstone_ttl: Duration,
     /// Size-based rotation of running containers' log files.
     pub log_rotation: RotationPolicy,
+    pub pull_behavior: PullBehavior,
 }
 
 impl DriverConfig {
@@ -65,6 +67,7 @@ impl DriverConfig {
             tick: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(3600),
             log_rotation: RotationPolicy::default(),
+            pull_behavior: PullBehavior::Default,
         }
     }
 }
@@ -551,7 +554,7 @@ impl<R: Runtime> Driver<R> {
                     self.runtime.clone(),
                     spec,
                     record.containers.clone(),
-                    self.cfg.logs_dir.clone(),
+                    self.cfg.clone(),
                     self.events_tx.clone(),
                     cancel_rx,
                 ));
@@ -742,11 +745,11 @@ async fn start_job<R: Runtime>(
     runtime: Arc<R>,
     spec: TaskSpec,
     containers: Vec<ContainerRecord>,
-    logs_dir: PathBuf,
+    cfg: DriverConfig,
     tx: mpsc::UnboundedSender<Event>,
     mut cancel: watch::Receiver<bool>,
 ) {
-    let all_started = run_start(&runtime, &spec, &containers, &logs_dir, &tx, &mut cancel).await;
+    let all_started = run_start(&runtime, &spec, &containers, &cfg, &tx, &mut cancel).await;
     send(
         &tx,
         JobEvent::StartDone {
@@ -762,10 +765,11 @@ async fn run_start<R: Runtime>(
     runtime: &Arc<R>,
     spec: &TaskSpec,
     containers: &[ContainerRecord],
-    logs_dir: &std::path::Path,
+    cfg: &DriverConfig,
     tx: &mpsc::UnboundedSender<Event>,
     cancel: &mut watch::Receiver<bool>,
 ) -> bool {
+    let logs_dir = cfg.logs_dir.as_path();
     let task_arn = spec.task_arn.clone();
     let fail_task = |reason: String| {
         send(
@@ -838,7 +842,12 @@ async fn run_start<R: Runtime>(
             }
             debug!(task = %task_arn, image = %def.image, "pulling");
             let pulled = tokio::select! {
-                res = runtime.pull(&def.image) => res,
+                res = async {
+                    match cfg.pull_behavior {
+                        PullBehavior::Default => runtime.pull(&def.image).await,
+                        PullBehavior::PreferCached => runtime.pull_if_missing(&def.image).await,
+                    }
+                } => res,
                 _ = cancelled(cancel) => return false,
             };
             match pulled {

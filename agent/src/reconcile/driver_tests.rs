@@ -91,6 +91,15 @@ impl Runtime for FakeRuntime {
             .cloned()
             .ok_or_else(|| RuntimeError::Pull(format!("{image}: manifest unknown")))
     }
+    async fn pull_if_missing(&self, image: &str) -> Result<ImageConfig, RuntimeError> {
+        let mut inner = self.lock();
+        inner.pulls.push(format!("cached:{image}"));
+        inner
+            .images
+            .get(image)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Pull(format!("{image}: manifest unknown")))
+    }
     async fn create(&self, req: &CreateRequest) -> Result<(), RuntimeError> {
         let mut inner = self.lock();
         if inner.containers.contains_key(&req.id) {
@@ -701,5 +710,18 @@ async fn logs_rotate_while_running_and_go_with_the_tombstone() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     wait_for("task logs removed", &|| !task_logs.exists());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefer_cached_pull_behavior_uses_the_local_image_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut cfg = DriverConfig::new(dir.path().to_path_buf());
+    cfg.pull_behavior = crate::config::PullBehavior::PreferCached;
+    let mut h = Harness::start_with(rt.clone(), cfg);
+    h.desire(vec![task(vec![container("app", "busybox", true)])]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    assert_eq!(rt.pulls(), vec!["cached:busybox".to_string()]);
     h.stop().await;
 }

@@ -959,3 +959,25 @@ async fn registry_outage_falls_back_to_local_image() {
     drop(rt);
     drop(ctd);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_manifest_fails_the_pull_cleanly() {
+    let opts = ImageOptions {
+        understate_layer_by: 100,
+        ..Default::default()
+    };
+    let Some(env) = setup("lying_manifest_fails_the_pull_cleanly", opts).await else {
+        return;
+    };
+    match env.rt.pull(&env.image.reference).await {
+        Err(RuntimeError::Pull(msg)) => {
+            assert!(msg.contains(&env.image.reference), "{msg}");
+            assert!(msg.contains(&env.image.layer_digest), "{msg}");
+        }
+        other => panic!("expected Pull error, got {other:?}"),
+    }
+    // Nothing half-made stays visible: no image, no snapshot, no lease.
+    assert!(ctr(&env.ctd, &["images", "ls", "-q"]).trim().is_empty());
+    assert!(!env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
+    assert!(ctr(&env.ctd, &["leases", "ls", "-q"]).trim().is_empty());
+}

@@ -45,6 +45,9 @@ const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.
 const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+/// Largest image config accepted (they are a few KiB in practice); the
+/// manifest's claim is checked before anything is allocated for it.
+const MAX_CONFIG_BYTES: i64 = 16 << 20;
 /// Layers downloaded at the same time during one pull.
 const PARALLEL_LAYER_DOWNLOADS: usize = 3;
 /// Size of each `Content.Write` message when streaming a layer.
@@ -499,14 +502,36 @@ impl ContainerdRuntime {
         let config_bytes = match config_bytes {
             Some(b) => b,
             None => {
-                let mut buf = Vec::with_capacity(r.config.size.max(0) as usize);
-                self.oci
-                    .pull_blob(&r.reference, r.config.digest.as_str(), &mut buf)
-                    .await
-                    .map_err(|e| PullError::Config {
+                if !(0..=MAX_CONFIG_BYTES).contains(&r.config.size) {
+                    return Err(PullError::Config {
                         image: r.name.clone(),
-                        cause: registry_cause(&e),
-                    })?;
+                        cause: format!(
+                            "config size {} is outside 0..={MAX_CONFIG_BYTES} bytes",
+                            r.config.size
+                        ),
+                    });
+                }
+                let config_err = |cause: String| PullError::Config {
+                    image: r.name.clone(),
+                    cause,
+                };
+                let limit = usize::try_from(r.config.size).unwrap_or(0);
+                let mut buf = Vec::with_capacity(limit);
+                let mut stream = self
+                    .oci
+                    .pull_blob_stream(&r.reference, r.config.digest.as_str())
+                    .await
+                    .map_err(|e| config_err(registry_cause(&e)))?
+                    .stream;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| config_err(format!("download failed: {e}")))?;
+                    if buf.len() + chunk.len() > limit {
+                        return Err(config_err(format!(
+                            "registry sent more than the {limit} bytes the manifest declares"
+                        )));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
                 Bytes::from(buf)
             }
         };
@@ -890,6 +915,11 @@ impl ContainerdRuntime {
                 let chunk = data.next().await;
                 let flush = match &chunk {
                     Some(Ok(b)) => {
+                        if offset + (buf.len() + b.len()) as i64 > total {
+                            return Err(format!(
+                                "registry sent more than the {total} bytes the manifest declares"
+                            ));
+                        }
                         buf.extend_from_slice(b);
                         buf.len() >= WRITE_CHUNK
                     }

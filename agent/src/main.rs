@@ -170,22 +170,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     agent::ensure_data_dir(&settings.data_dir)?;
 
+    // SIGTERM/SIGINT from here on end the agent cleanly, even while it is
+    // still waiting for containerd.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signalled = shutdown_signal();
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
     // containerd may still be starting (both are started at boot): retry for a while.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let runtime = loop {
-        match ContainerdRuntime::connect(
-            &settings.containerd_socket,
-            &settings.namespace,
-            settings.registries.clone(),
-        )
-        .await
-        {
+        let attempt = tokio::select! {
+            r = ContainerdRuntime::connect(
+                &settings.containerd_socket,
+                &settings.namespace,
+                settings.registries.clone(),
+            ) => r,
+            _ = stopped(stop_rx.clone()) => return Ok(()),
+        };
+        match attempt {
             Ok(rt) => break rt,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "containerd not reachable yet");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped(stop_rx.clone()) => return Ok(()),
+                }
             }
             Err(e) => return Err(e).context("connecting to containerd"),
         }
@@ -197,7 +214,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &settings.data_dir,
         settings.coordinator.as_deref(),
         settings.pull_behavior,
-        shutdown_signal(),
+        stopped(stop_rx),
         || match berth_agent::notify::notify("READY=1") {
             Ok(true) => info!("notified systemd: READY=1"),
             Ok(false) => {}
@@ -211,22 +228,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs SIGTERM/SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
-            std::future::pending::<()>().await;
-            return;
+    );
+    async move {
+        let (mut term, mut int) = match handlers {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
     }
 }

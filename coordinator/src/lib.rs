@@ -9,6 +9,7 @@
 
 pub mod agent_channel;
 pub mod api;
+pub mod cql;
 pub mod credentials;
 pub mod error;
 pub mod http;

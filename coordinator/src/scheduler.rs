@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
+use crate::cql;
+
 /// What placement needs to know about one container instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -27,15 +29,36 @@ pub struct Candidate {
     /// TCP host ports taken (reserved by the instance or used by tasks).
     pub tcp_used: BTreeSet<u16>,
     pub udp_used: BTreeSet<u16>,
+    /// What `memberOf` expressions and `spread attribute:*` look at.
+    pub facts: cql::Facts,
+    /// Active tasks of the request's group already on this instance.
+    pub group_tasks: u32,
 }
 
-/// One task's needs.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A placement strategy, applied in order (ties fall to the next, then to the RNG).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    Random,
+    /// Fewest tasks of the group per instance.
+    SpreadInstance,
+    /// Fewest tasks of the group per value of this attribute.
+    SpreadAttribute(String),
+    BinpackCpu,
+    BinpackMemory,
+}
+
+/// One task's needs and the request's placement rules.
+#[derive(Debug, Clone, Default)]
 pub struct Need {
     pub cpu: i64,
     pub memory: i64,
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
+    /// `memberOf` constraints: every expression must hold.
+    pub member_of: Vec<cql::Expr>,
+    /// `distinctInstance`: at most one task of this request per instance.
+    pub distinct_instance: bool,
+    pub strategies: Vec<Strategy>,
 }
 
 /// Why an instance cannot take a task; `reason()` is the ECS failure reason.
@@ -44,6 +67,8 @@ pub enum Rejection {
     Inactive,
     Draining,
     Agent,
+    Attribute,
+    DistinctInstance,
     Cpu,
     Memory,
     Ports,
@@ -56,6 +81,8 @@ impl Rejection {
             Rejection::Inactive => "INACTIVE",
             Rejection::Draining => "DRAINING",
             Rejection::Agent => "AGENT",
+            Rejection::Attribute => "ATTRIBUTE",
+            Rejection::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
             Rejection::Cpu => "RESOURCE:CPU",
             Rejection::Memory => "RESOURCE:MEMORY",
             Rejection::Ports => "RESOURCE:PORTS",
@@ -83,6 +110,9 @@ pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
     if !c.connected {
         return Err(Rejection::Agent);
     }
+    if !need.member_of.iter().all(|e| cql::eval(e, &c.facts)) {
+        return Err(Rejection::Attribute);
+    }
     if c.cpu_remaining < need.cpu {
         return Err(Rejection::Cpu);
     }
@@ -99,41 +129,72 @@ pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
 }
 
 fn take(c: &mut Candidate, need: &Need) {
+    c.group_tasks += 1;
     c.cpu_remaining -= need.cpu;
     c.memory_remaining -= need.memory;
     c.tcp_used.extend(need.tcp_ports.iter().copied());
     c.udp_used.extend(need.udp_ports.iter().copied());
 }
 
-fn record_failures(cands: &[Candidate], need: &Need, failures: &mut Vec<(String, &'static str)>) {
-    let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
-    for c in cands {
-        if let Err(r) = check(c, need) {
-            if seen.insert(c.arn.as_str(), ()).is_none()
-                && !failures.iter().any(|(a, _)| a == &c.arn)
-            {
-                failures.push((c.arn.clone(), r.reason()));
+/// Keeps the candidates a strategy likes best (lowest key).
+fn narrow(cands: &[Candidate], feasible: Vec<usize>, strategy: &Strategy) -> Vec<usize> {
+    let key = |i: usize| -> i64 {
+        let c = &cands[i];
+        match strategy {
+            Strategy::Random => 0,
+            Strategy::SpreadInstance => i64::from(c.group_tasks),
+            Strategy::SpreadAttribute(name) => {
+                let value = c.facts.attributes.get(name).cloned().flatten();
+                cands
+                    .iter()
+                    .filter(|o| o.facts.attributes.get(name).cloned().flatten() == value)
+                    .map(|o| i64::from(o.group_tasks))
+                    .sum()
             }
+            Strategy::BinpackCpu => c.cpu_remaining,
+            Strategy::BinpackMemory => c.memory_remaining,
         }
-    }
+    };
+    let Some(best) = feasible.iter().map(|&i| key(i)).min() else {
+        return feasible;
+    };
+    feasible.into_iter().filter(|&i| key(i) == best).collect()
 }
 
 /// Places `count` copies of a task on any of `cands` (RunTask).
 pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
     let mut plan = Plan::default();
+    let mut used: BTreeSet<usize> = BTreeSet::new();
     for _ in 0..count {
-        let feasible: Vec<usize> = cands
+        let verdict = |i: usize, c: &Candidate| -> Result<(), Rejection> {
+            check(c, need)?;
+            if need.distinct_instance && used.contains(&i) {
+                return Err(Rejection::DistinctInstance);
+            }
+            Ok(())
+        };
+        let mut feasible: Vec<usize> = cands
             .iter()
             .enumerate()
-            .filter(|(_, c)| check(c, need).is_ok())
+            .filter(|(i, c)| verdict(*i, c).is_ok())
             .map(|(i, _)| i)
             .collect();
         if feasible.is_empty() {
-            record_failures(&cands, need, &mut plan.failures);
+            for (i, c) in cands.iter().enumerate() {
+                if let Err(r) = verdict(i, c) {
+                    if !plan.failures.iter().any(|(a, _)| a == &c.arn) {
+                        plan.failures.push((c.arn.clone(), r.reason()));
+                    }
+                }
+            }
             break;
+        }
+        for s in &need.strategies {
+            feasible = narrow(&cands, feasible, s);
         }
         let pick = feasible[rng.gen_range(0..feasible.len())];
         take(&mut cands[pick], need);
+        used.insert(pick);
         plan.placements.push(cands[pick].id.clone());
     }
     plan
@@ -177,6 +238,8 @@ mod tests {
             memory_remaining: mem,
             tcp_used: tcp.iter().copied().collect(),
             udp_used: BTreeSet::new(),
+            facts: cql::Facts::default(),
+            group_tasks: 0,
         }
     }
 
@@ -187,6 +250,7 @@ mod tests {
             memory: 512,
             tcp_ports: vec![80],
             udp_ports: vec![53],
+            ..Need::default()
         };
         let mut draining = cand("d", 2048, 2048, &[]);
         draining.status = "DRAINING".into();
@@ -248,7 +312,7 @@ mod tests {
             cpu: 0,
             memory: 16,
             tcp_ports: vec![8080],
-            udp_ports: vec![],
+            ..Need::default()
         };
         let mut rng = StdRng::seed_from_u64(1);
         let plan = place(vec![cand("a", 1024, 4096, &[22])], &need, 2, &mut rng);
@@ -270,6 +334,89 @@ mod tests {
         let b = place(cands, &need, 10, &mut StdRng::seed_from_u64(42));
         assert_eq!(a, b);
         assert_eq!(a.placements.len(), 10);
+    }
+
+    fn with_attr(mut c: Candidate, name: &str, value: &str) -> Candidate {
+        c.facts
+            .attributes
+            .insert(name.to_string(), Some(value.to_string()));
+        c
+    }
+
+    #[test]
+    fn member_of_and_distinct_instance() {
+        let need = Need {
+            cpu: 1,
+            memory: 1,
+            member_of: vec![cql::parse("attribute:stack == prod").unwrap()],
+            distinct_instance: true,
+            ..Need::default()
+        };
+        let cands = vec![
+            with_attr(cand("a", 100, 100, &[]), "stack", "prod"),
+            with_attr(cand("b", 100, 100, &[]), "stack", "dev"),
+            with_attr(cand("c", 100, 100, &[]), "stack", "prod"),
+        ];
+        let plan = place(cands, &need, 3, &mut StdRng::seed_from_u64(5));
+        let mut placed = plan.placements.clone();
+        placed.sort();
+        assert_eq!(placed, vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(
+            plan.failures,
+            vec![
+                (
+                    "arn/a".to_string(),
+                    "DistinctInstance placement constraint unsatisfied."
+                ),
+                ("arn/b".to_string(), "ATTRIBUTE"),
+                (
+                    "arn/c".to_string(),
+                    "DistinctInstance placement constraint unsatisfied."
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn strategies_table() {
+        let base = || {
+            vec![
+                with_attr(cand("a", 1000, 300, &[]), "zone", "z1"),
+                with_attr(cand("b", 500, 900, &[]), "zone", "z1"),
+                with_attr(cand("c", 800, 800, &[]), "zone", "z2"),
+            ]
+        };
+        let table: Vec<(Vec<Strategy>, usize, Vec<&str>)> = vec![
+            // binpack memory fills the fullest instance first.
+            (vec![Strategy::BinpackMemory], 2, vec!["a", "a"]),
+            (vec![Strategy::BinpackCpu], 1, vec!["b"]),
+            // spread by instance: three tasks on three instances.
+            (vec![Strategy::SpreadInstance], 3, vec!["a", "b", "c"]),
+            // spread by zone then binpack memory: z2 first (empty zone? both
+            // empty: binpack picks a in z1), then the other zone.
+            (
+                vec![
+                    Strategy::SpreadAttribute("zone".into()),
+                    Strategy::BinpackMemory,
+                ],
+                2,
+                vec!["a", "c"],
+            ),
+        ];
+        for (strategies, count, want) in table {
+            let need = Need {
+                cpu: 100,
+                memory: 100,
+                strategies: strategies.clone(),
+                ..Need::default()
+            };
+            let plan = place(base(), &need, count, &mut StdRng::seed_from_u64(9));
+            let mut got: Vec<&str> = plan.placements.iter().map(|s| s.as_str()).collect();
+            if strategies == vec![Strategy::SpreadInstance] {
+                got.sort();
+            }
+            assert_eq!(got, want, "{strategies:?}");
+        }
     }
 
     #[test]

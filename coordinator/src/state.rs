@@ -179,6 +179,11 @@ pub struct RunTask {
     pub tags: Vec<Tag>,
     /// StartTask: the explicit container instances (one task on each).
     pub instances: Option<Vec<String>>,
+    /// `memberOf` placement constraints (the request's; the task
+    /// definition's are added at planning).
+    pub member_of: Vec<crate::cql::Expr>,
+    pub distinct_instance: bool,
+    pub strategies: Vec<scheduler::Strategy>,
 }
 
 /// What a planned request produced, for the handler to render.
@@ -371,9 +376,34 @@ pub fn usage(m: &Model, inst: &Instance) -> Usage {
     u
 }
 
-fn candidate(m: &Model, inst: &Instance, connected: &dyn Fn(&str) -> bool) -> Candidate {
+fn candidate(
+    m: &Model,
+    inst: &Instance,
+    connected: &dyn Fn(&str) -> bool,
+    group: &str,
+) -> Candidate {
     let u = usage(m, inst);
+    let task_groups: Vec<String> = m
+        .active_tasks_on(&inst.id)
+        .map(|t| t.group.clone())
+        .collect();
+    let group_tasks = task_groups.iter().filter(|g| *g == group).count() as u32;
+    let facts = crate::cql::Facts {
+        agent_connected: connected(&inst.id),
+        agent_version: inst.agent_version.clone(),
+        ec2_instance_id: inst.ec2_instance_id.clone(),
+        registered_at: inst.registered_at,
+        running_tasks_count: u.running,
+        attributes: inst
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect(),
+        task_groups,
+    };
     Candidate {
+        facts,
+        group_tasks,
         id: inst.id.clone(),
         arn: inst.arn.clone(),
         status: inst.status.clone(),
@@ -854,7 +884,16 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
         return Err(ApiError::client("TaskDefinition is inactive"));
     }
     let (specs, req) = taskdef::containers_for_run(&td.definition, r.overrides.as_ref())?;
+    let group = r
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("family:{}", td.family));
+    let mut member_of = r.member_of.clone();
+    member_of.extend(taskdef_member_of(&td.definition)?);
     let need = Need {
+        member_of,
+        distinct_instance: r.distinct_instance,
+        strategies: r.strategies.clone(),
         cpu: i64::from(req.cpu),
         memory: i64::from(req.memory_mib),
         tcp_ports: req
@@ -877,7 +916,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             let mut cands = Vec::new();
             for reference in refs {
                 match find_instance(m, &cluster.name, reference) {
-                    Some(i) => cands.push(candidate(m, i, ctx.connected)),
+                    Some(i) => cands.push(candidate(m, i, ctx.connected, &group)),
                     None => failures.push(Failure {
                         arn: Some(reference.clone()),
                         reason: "MISSING".into(),
@@ -892,7 +931,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
                 .instances
                 .values()
                 .filter(|i| i.cluster == cluster.name && i.status != "INACTIVE")
-                .map(|i| candidate(m, i, ctx.connected))
+                .map(|i| candidate(m, i, ctx.connected, &group))
                 .collect();
             if cands.is_empty() {
                 return Err(ApiError::invalid(
@@ -973,10 +1012,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             execution_stopped_at: None,
             stopped_at: None,
             started_by: r.started_by.clone(),
-            group: r
-                .group
-                .clone()
-                .unwrap_or_else(|| format!("family:{}", td.family)),
+            group: group.clone(),
             launch_type: r.launch_type.clone().unwrap_or_else(|| "EXTERNAL".into()),
             version: 1,
             tags: r.tags.clone(),
@@ -998,6 +1034,26 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
         vec![Command::PutTasks { tasks, token }]
     };
     Ok((cmds, Outcome::Tasks { ids, failures }))
+}
+
+/// `memberOf` constraints stored in a task definition.
+fn taskdef_member_of(
+    def: &serde_json::Map<String, Value>,
+) -> Result<Vec<crate::cql::Expr>, ApiError> {
+    let mut out = Vec::new();
+    for c in def
+        .get("placementConstraints")
+        .and_then(Value::as_array)
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+    {
+        if c.get("type").and_then(Value::as_str) == Some("memberOf") {
+            if let Some(expr) = c.get("expression").and_then(Value::as_str) {
+                out.push(crate::cql::parse(expr).map_err(|e| ApiError::invalid(e.to_string()))?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn channel_error(kind: ErrorKind, msg: &str) -> ApiError {

@@ -165,7 +165,7 @@ async fn ecs_validation_table() {
         ),
         (
             "ListContainerInstances",
-            json!({"cluster": "v", "filter": "attribute:x == y"}),
+            json!({"cluster": "v", "filter": "attribute:x ~~ y"}),
             "InvalidParameterException",
         ),
     ];
@@ -540,6 +540,57 @@ async fn custom_attributes_on_instances() {
         listed["attributes"],
         json!([{"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": arn}])
     );
+    for (filter, n) in [
+        ("attribute:stack == prod", 1),
+        ("attribute:stack in [dev, qa]", 0),
+    ] {
+        let l = t
+            .ok(
+                "ListContainerInstances",
+                json!({"cluster": "at", "filter": filter}),
+            )
+            .await;
+        assert_eq!(
+            l["containerInstanceArns"].as_array().unwrap().len(),
+            n,
+            "{filter}"
+        );
+    }
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "m", "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 8}]}),
+    )
+    .await;
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "at", "taskDefinition": "m",
+                   "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == dev"}]}),
+        )
+        .await;
+    assert_eq!(run["failures"][0]["reason"], "ATTRIBUTE", "{run}");
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "at", "taskDefinition": "m", "count": 2,
+                   "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == prod"},
+                                            {"type": "distinctInstance"}],
+                   "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+        )
+        .await;
+    assert_eq!(run["tasks"].as_array().unwrap().len(), 1, "{run}");
+    assert_eq!(
+        run["failures"][0]["reason"],
+        "DistinctInstance placement constraint unsatisfied."
+    );
+    let bad = t
+        .ecs(
+            "RunTask",
+            json!({"cluster": "at", "taskDefinition": "m",
+                   "placementStrategy": [{"type": "binpack", "field": "disk"}]}),
+        )
+        .await;
+    assert_eq!(bad.body["__type"], "InvalidParameterException");
     let missing = t
         .ecs(
             "PutAttributes",

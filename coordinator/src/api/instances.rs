@@ -4,16 +4,34 @@
 use serde_json::{json, Value};
 
 use super::{includes, paginate, render, Call, Params};
+use crate::cql;
 use crate::error::ApiError;
+use crate::model::{Instance, Model};
 use crate::state::{active_cluster, find_instance, Outcome, Request};
+
+/// What the cluster query language sees of an instance.
+fn facts(m: &Model, i: &Instance, connected: bool) -> cql::Facts {
+    cql::Facts {
+        agent_connected: connected,
+        agent_version: i.agent_version.clone(),
+        ec2_instance_id: i.ec2_instance_id.clone(),
+        registered_at: i.registered_at,
+        running_tasks_count: crate::state::usage(m, i).running,
+        attributes: i
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect(),
+        task_groups: m.active_tasks_on(&i.id).map(|t| t.group.clone()).collect(),
+    }
+}
 
 pub fn list(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
     let max = p.max_results()?;
-    if p.opt_str("filter")?.is_some() {
-        return Err(ApiError::invalid(
-            "The cluster query language filter is not supported by Berth yet.",
-        ));
-    }
+    let filter = match p.opt_str("filter")? {
+        Some(f) => Some(cql::parse(f).map_err(|e| ApiError::invalid(e.to_string()))?),
+        None => None,
+    };
     let status = p.opt_str("status")?;
     if let Some(s) = status {
         if !matches!(
@@ -32,6 +50,13 @@ pub fn list(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
         .filter(|i| match status {
             Some(s) => i.status == s,
             None => i.status == "ACTIVE" || i.status == "DRAINING",
+        })
+        .filter(|i| match &filter {
+            Some(e) => cql::eval(
+                e,
+                &facts(&snap, i, call.state.heartbeats.is_connected(&i.id)),
+            ),
+            None => true,
         })
         .map(|i| i.arn.clone())
         .collect();

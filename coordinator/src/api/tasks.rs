@@ -3,8 +3,10 @@
 use serde_json::{json, Value};
 
 use super::{includes, paginate, render, Call, Params};
+use crate::cql;
 use crate::error::ApiError;
 use crate::model::Model;
+use crate::scheduler::Strategy;
 use crate::state::{self, active_cluster, find_cluster, find_task, Outcome, Request, RunTask};
 
 fn tasks_response(snap: &Model, outcome: Outcome, with_tags: bool) -> Result<Value, ApiError> {
@@ -38,17 +40,15 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
         ));
     }
     let overrides = p.opt_object("overrides")?.map(|o| Value::Object(o.clone()));
-    for unsupported in [
-        "placementConstraints",
-        "placementStrategy",
-        "capacityProviderStrategy",
-    ] {
-        if p.opt_array(unsupported)?.is_some_and(|a| !a.is_empty()) {
-            return Err(ApiError::invalid(format!(
-                "{unsupported} is not supported by Berth yet."
-            )));
-        }
+    if p.opt_array("capacityProviderStrategy")?
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "Capacity providers are not supported by Berth.",
+        ));
     }
+    let (member_of, distinct_instance) = constraints(p)?;
+    let strategies = strategies(p)?;
     Ok(RunTask {
         cluster: p.opt_str("cluster")?.map(str::to_string),
         task_definition,
@@ -60,7 +60,91 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
         launch_type: None,
         tags: p.tags("tags")?,
         instances: None,
+        member_of,
+        distinct_instance,
+        strategies,
     })
+}
+
+/// `placementConstraints`: at most 10 of `distinctInstance` and `memberOf`.
+fn constraints(p: &Params<'_>) -> Result<(Vec<cql::Expr>, bool), ApiError> {
+    let list = p
+        .opt_array("placementConstraints")?
+        .map(|a| a.as_slice())
+        .unwrap_or(&[]);
+    if list.len() > 10 {
+        return Err(ApiError::invalid(
+            "placementConstraints can have at most 10 items.",
+        ));
+    }
+    let mut member_of = Vec::new();
+    let mut distinct = false;
+    for c in list {
+        let o = c
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("Each placement constraint must be a structure."))?;
+        let cp = Params(o);
+        match cp.opt_str("type")? {
+            Some("distinctInstance") => distinct = true,
+            Some("memberOf") => {
+                let expr = cp.opt_str("expression")?.ok_or_else(|| {
+                    ApiError::invalid("A memberOf placement constraint needs an expression.")
+                })?;
+                member_of.push(cql::parse(expr).map_err(|e| ApiError::invalid(e.to_string()))?);
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid placement constraint type: {}",
+                    other.unwrap_or("null")
+                )))
+            }
+        }
+    }
+    Ok((member_of, distinct))
+}
+
+/// `placementStrategy`: at most 5 of `random`, `spread` (instanceId, host,
+/// attribute:NAME) and `binpack` (cpu, memory), applied in order.
+fn strategies(p: &Params<'_>) -> Result<Vec<Strategy>, ApiError> {
+    let list = p
+        .opt_array("placementStrategy")?
+        .map(|a| a.as_slice())
+        .unwrap_or(&[]);
+    if list.len() > 5 {
+        return Err(ApiError::invalid(
+            "placementStrategy can have at most 5 items.",
+        ));
+    }
+    let mut out = Vec::new();
+    for s in list {
+        let o = s
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("Each placement strategy must be a structure."))?;
+        let sp = Params(o);
+        let field = sp.opt_str("field")?;
+        let strategy = match (sp.opt_str("type")?, field) {
+            (Some("random"), None) => Strategy::Random,
+            (Some("spread"), Some(f)) if f.eq_ignore_ascii_case("instanceId") || f == "host" => {
+                Strategy::SpreadInstance
+            }
+            (Some("spread"), Some(f)) if f.len() > 10 && f.starts_with("attribute:") => {
+                Strategy::SpreadAttribute(f["attribute:".len()..].to_string())
+            }
+            (Some("binpack"), Some(f)) if f.eq_ignore_ascii_case("cpu") => Strategy::BinpackCpu,
+            (Some("binpack"), Some(f)) if f.eq_ignore_ascii_case("memory") => {
+                Strategy::BinpackMemory
+            }
+            (t, f) => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid placement strategy: type {} field {}",
+                    t.unwrap_or("null"),
+                    f.unwrap_or("null")
+                )))
+            }
+        };
+        out.push(strategy);
+    }
+    Ok(out)
 }
 
 pub async fn run(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {

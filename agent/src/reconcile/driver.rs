@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    absorb_spec, adopt, diff, task_report, Action, ContainerRecord, ContainerState, JobKind,
-    ObservedTasks, StopDecision, TaskRecord, VANISHED_REASON,
+    absorb_spec, adopt, diff, report_due, task_report, Action, ContainerRecord, ContainerState,
+    JobKind, ObservedTasks, StopDecision, TaskRecord, VANISHED_REASON,
 };
 use crate::backoff::Backoff;
 use crate::config::PullBehavior;
@@ -306,7 +306,7 @@ impl<R: Runtime> Driver<R> {
         let mut batch = Vec::new();
         for record in self.state.tasks.values_mut() {
             let report = task_report(record);
-            if record.last_sent.as_ref() != Some(&report) {
+            if report_due(record.last_sent.as_ref(), &report) {
                 record.last_sent = Some(report.clone());
                 batch.push(report);
             }
@@ -405,6 +405,18 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 info!(task = %arn, container = %name, pid, "container started");
+                // The last container started: RUNNING now, in the same report
+                // as the container (the job's StartDone follows at once).
+                let all_up = record.containers.iter().all(|c| {
+                    matches!(
+                        c.state,
+                        ContainerState::Running { .. } | ContainerState::Exited { .. }
+                    )
+                });
+                if all_up && record.stop.is_none() && record.started_at.is_none() {
+                    record.started_at = Some(now());
+                    info!(task = %arn, "task running");
+                }
             }
             JobEvent::Exited {
                 name,

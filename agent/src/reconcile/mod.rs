@@ -470,6 +470,36 @@ pub fn task_report(record: &TaskRecord) -> TaskReport {
     }
 }
 
+/// Whether a task's `current` report must be sent, given the one last sent.
+/// While a task is not STOPPED, only changes the coordinator acts on are sent
+/// (task status, stop code and reason, container status, exit code, reason);
+/// timestamps, runtime ids and digests ride along with the next such change.
+/// Once STOPPED, every difference is sent, so the acknowledged report
+/// converges on the final one (cleanup waits for that).
+pub fn report_due(last_sent: Option<&TaskReport>, current: &TaskReport) -> bool {
+    let Some(last) = last_sent else {
+        return true;
+    };
+    if last == current {
+        return false;
+    }
+    if current.last_status == TaskStatus::Stopped {
+        return true;
+    }
+    let key = |r: &TaskReport| {
+        (
+            r.last_status,
+            r.stop_code,
+            r.stopped_reason.clone(),
+            r.containers
+                .iter()
+                .map(|c| (c.name.clone(), c.last_status, c.exit_code, c.reason.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    key(last) != key(current)
+}
+
 /// Reason recorded for a container whose process vanished while the agent was
 /// not watching (containerd restarted, or someone deleted it).
 pub const VANISHED_REASON: &str =

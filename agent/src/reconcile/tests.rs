@@ -504,3 +504,44 @@ fn adopt_table() {
         Some(VANISHED_REASON)
     );
 }
+
+#[test]
+fn report_due_table() {
+    let pending = task_report(&record(ABSENT, ABSENT));
+    let mut pulled = record(ABSENT, ABSENT);
+    pulled.pull_started_at = Some(1.0);
+    pulled.containers[0].state = ContainerState::Created;
+    let pulled = task_report(&pulled);
+    let running = task_report(&started(record(RUN, RUN)));
+    let side_exit = task_report(&started(record(RUN, exited(4))));
+    let stopped_a = task_report(&stopped(
+        started(record(exited(1), exited(4))),
+        false,
+        false,
+    ));
+    let mut late = stopped(started(record(exited(1), exited(4))), false, false);
+    late.execution_stopped_at = Some(99.0);
+    let stopped_b = task_report(&late);
+    let cases: Vec<(&str, Option<&TaskReport>, &TaskReport, bool)> = vec![
+        ("first report", None, &pending, true),
+        ("unchanged", Some(&pending), &pending, false),
+        (
+            "pull progress and runtime id only",
+            Some(&pending),
+            &pulled,
+            false,
+        ),
+        ("task RUNNING", Some(&pulled), &running, true),
+        ("container exit code", Some(&running), &side_exit, true),
+        ("STOPPED", Some(&side_exit), &stopped_a, true),
+        (
+            "any change once STOPPED",
+            Some(&stopped_a),
+            &stopped_b,
+            true,
+        ),
+    ];
+    for (name, last, current, expected) in cases {
+        assert_eq!(report_due(last, current), expected, "{name}");
+    }
+}

@@ -158,6 +158,9 @@ pub struct Task {
     pub launch_type: String,
     pub version: u64,
     pub tags: Vec<Tag>,
+    /// The instance's `ecs.availability-zone` attribute at placement.
+    #[serde(default)]
+    pub availability_zone: Option<String>,
 }
 
 impl Task {
@@ -557,6 +560,7 @@ mod tests {
             launch_type: "EXTERNAL".into(),
             version: 1,
             tags: vec![],
+            availability_zone: None,
         }
     }
 

@@ -1016,6 +1016,11 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             launch_type: r.launch_type.clone().unwrap_or_else(|| "EXTERNAL".into()),
             version: 1,
             tags: r.tags.clone(),
+            availability_zone: inst
+                .attributes
+                .iter()
+                .find(|a| a.name == "ecs.availability-zone")
+                .and_then(|a| a.value.clone()),
         });
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();

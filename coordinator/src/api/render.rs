@@ -142,6 +142,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
     let mut o = Map::new();
     o.insert("attachments".into(), json!([]));
     o.insert("attributes".into(), json!([]));
+    put_opt(&mut o, "availabilityZone", &t.availability_zone);
     o.insert("clusterArn".into(), json!(t.cluster_arn));
     o.insert("containerInstanceArn".into(), json!(t.instance_arn));
     o.insert("containers".into(), Value::Array(containers));

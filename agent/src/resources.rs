@@ -211,7 +211,6 @@ pub fn attributes(facts: &HostFacts, opts: &HostOptions) -> Vec<Attribute> {
     push("ecs.cpu-architecture", Some(ecs_arch(&facts.arch)));
     push("ecs.capability.external", None);
     push("ecs.capability.container-ordering", None);
-    push("ecs.capability.task-cpu-mem-limit", None);
     push(
         "com.amazonaws.ecs.capability.logging-driver.json-file",
         None,

@@ -208,16 +208,20 @@ impl<R: Runtime> Driver<R> {
         let observed = {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
             loop {
-                tokio::select! {
-                    res = self.runtime.list() => match res {
-                        Ok(list) => break list,
-                        Err(e) => {
-                            let delay = backoff.next_delay();
-                            warn!(error = %e, retry_in = ?delay, "cannot list containers");
-                            tokio::time::sleep(delay).await;
-                        }
-                    },
+                let listed = tokio::select! {
+                    res = self.runtime.list() => res,
                     _ = &mut shutdown => return Ok(Outcome::Shutdown),
+                };
+                match listed {
+                    Ok(list) => break list,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        warn!(error = %e, retry_in = ?delay, "cannot list containers");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = &mut shutdown => return Ok(Outcome::Shutdown),
+                        }
+                    }
                 }
             }
         };

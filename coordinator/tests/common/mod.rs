@@ -174,8 +174,14 @@ pub fn signed_headers(
 }
 
 /// One HTTP/1.1 POST on a fresh connection; reads until the server closes.
+/// Status 0 means no answer (connection refused or cut).
 pub async fn raw(addr: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return Resp {
+            status: 0,
+            body: Value::Null,
+        };
+    };
     let mut head = format!("POST {path} HTTP/1.1\r\n");
     let mut has_host = false;
     for (k, v) in headers {
@@ -189,7 +195,7 @@ pub async fn raw(addr: &str, path: &str, headers: &[(String, String)], body: &[u
         "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     ));
-    s.write_all(head.as_bytes()).await.unwrap();
+    let _ = s.write_all(head.as_bytes()).await;
     // The server may answer (413) and close before taking the whole body.
     let _ = s.write_all(body).await;
     let mut out = Vec::new();

@@ -13,6 +13,19 @@
 //! - [`notify`]: sd_notify readiness.
 //! - [`logs`]: container log rotation and cleanup.
 //! - [`agent`]: wiring of the above for `berth-agent run`.
+//! - [`backoff`]: exponential backoff with jitter.
+//!
+//! **Architecture Invariant:** only [`runtime`] talks to containerd; the
+//! reconciler sees it through the `Runtime` trait alone (and is tested with a
+//! fake).
+//!
+//! **Architecture Invariant:** the driver's event loop is the only owner of
+//! the task records and of `state.json`; jobs, waiters, the poller and the
+//! reporter talk to it through one event channel, never through shared locks.
+//!
+//! **Architecture Invariant:** what runs is decided from containerd's labels
+//! after a restart, never from the state file alone; stopping the agent never
+//! stops tasks.
 
 pub mod agent;
 pub mod backoff;

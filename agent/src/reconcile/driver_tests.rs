@@ -32,6 +32,8 @@ struct FakeInner {
     deletes: Vec<String>,
     /// Container names that ignore SIGTERM.
     ignore_sigterm: HashSet<String>,
+    /// Every kill fails (containerd unreachable).
+    kill_fails: bool,
     next_pid: u32,
 }
 
@@ -155,6 +157,9 @@ impl Runtime for FakeRuntime {
     async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
         let mut inner = self.lock();
         inner.kills.push((id.to_string(), signal, Instant::now()));
+        if inner.kill_fails {
+            return Err(RuntimeError::Containerd("connection refused".into()));
+        }
         let ignore = inner.ignore_sigterm.clone();
         let c = inner
             .containers
@@ -723,5 +728,28 @@ async fn prefer_cached_pull_behavior_uses_the_local_image_path() {
     h.desire(vec![task(vec![container("app", "busybox", true)])]);
     h.until("RUNNING", status(TaskStatus::Running)).await;
     assert_eq!(rt.pulls(), vec!["cached:busybox".to_string()]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_stop_is_retried_on_the_timer_not_in_a_hot_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let spec = task(vec![container("app", "busybox", true)]);
+    h.desire(vec![spec.clone()]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    rt.lock().kill_fails = true;
+    let mut stop = spec;
+    stop.desired_status = DesiredStatus::Stopped;
+    h.desire(vec![stop]);
+    // SIGTERM fails, the wait times out (30 s), SIGKILL fails: one attempt.
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    let attempts = rt.kills().len();
+    assert!((2..=4).contains(&attempts), "bounded attempts, got {attempts}");
+    rt.lock().kill_fails = false;
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(stopped.containers[0].exit_code, Some(143));
     h.stop().await;
 }

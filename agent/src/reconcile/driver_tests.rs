@@ -746,7 +746,10 @@ async fn a_failed_stop_is_retried_on_the_timer_not_in_a_hot_loop() {
     // SIGTERM fails, the wait times out (30 s), SIGKILL fails: one attempt.
     tokio::time::sleep(std::time::Duration::from_secs(35)).await;
     let attempts = rt.kills().len();
-    assert!((2..=4).contains(&attempts), "bounded attempts, got {attempts}");
+    assert!(
+        (2..=4).contains(&attempts),
+        "bounded attempts, got {attempts}"
+    );
     rt.lock().kill_fails = false;
     let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
     assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));

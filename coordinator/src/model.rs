@@ -197,6 +197,9 @@ pub struct Failure {
 pub struct TokenResult {
     pub task_ids: Vec<String>,
     pub failures: Vec<Failure>,
+    /// When the token was first used (tokens are forgotten with their tasks).
+    #[serde(default)]
+    pub created_at: Timestamp,
 }
 
 /// A resource that carries tags.
@@ -251,6 +254,9 @@ pub enum Command {
     /// an hour).
     PruneTasks {
         ids: Vec<String>,
+        /// Idempotency tokens to forget with them.
+        #[serde(default)]
+        tokens: Vec<String>,
     },
     /// PutAttributes/DeleteAttributes: an instance's full new attribute list.
     SetAttributes {
@@ -395,12 +401,15 @@ impl Model {
                     }
                 }
             }
-            Command::PruneTasks { ids } => {
+            Command::PruneTasks { ids, tokens } => {
                 for id in ids {
                     // Only STOPPED tasks are pruned, and they are in no index.
                     if self.tasks.get(id).is_some_and(|t| !t.is_active()) {
                         self.tasks.remove(id);
                     }
+                }
+                for t in tokens {
+                    self.tokens.remove(t);
                 }
             }
             Command::SetAttributes {
@@ -623,6 +632,7 @@ mod tests {
                 TokenResult {
                     task_ids: vec!["t1".into(), "t2".into()],
                     failures: vec![],
+                    created_at: 1.0,
                 },
             )),
         });

@@ -796,10 +796,21 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                 .filter(|t| !t.is_active() && t.stopped_at.unwrap_or(t.created_at) < cutoff)
                 .map(|t| t.id.clone())
                 .collect();
-            let cmds = if ids.is_empty() {
+            let tokens: Vec<String> = m
+                .tokens
+                .iter()
+                .filter(|(_, r)| r.created_at < cutoff)
+                .filter(|(_, r)| {
+                    r.task_ids
+                        .iter()
+                        .all(|id| ids.contains(id) || !m.tasks.contains_key(id))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let cmds = if ids.is_empty() && tokens.is_empty() {
                 vec![]
             } else {
-                vec![Command::PruneTasks { ids }]
+                vec![Command::PruneTasks { ids, tokens }]
             };
             Ok((cmds, Outcome::Done))
         }
@@ -1030,6 +1041,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             TokenResult {
                 task_ids: ids.clone(),
                 failures: failures.clone(),
+                created_at: ctx.now,
             },
         )
     });
@@ -1523,7 +1535,16 @@ impl Owner {
                 connected: &connected,
                 settings: &self.settings,
             };
-            let result = match plan(&working, env.req, &mut ctx) {
+            // Last line of defence: a planning bug answers ServerException
+            // instead of killing the owner (plan only reads the model).
+            let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                plan(&working, env.req, &mut ctx)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!("plan panicked; request rejected");
+                Err(ApiError::server("internal error"))
+            });
+            let result = match planned {
                 Ok((cmds, outcome)) => {
                     let encoded: Result<Vec<Vec<u8>>, _> =
                         cmds.iter().map(serde_json::to_vec).collect();
@@ -1848,9 +1869,17 @@ mod tests {
     #[test]
     fn prune_forgets_only_long_stopped_tasks() {
         let (mut m, mut rng) = world(true);
-        let Outcome::Tasks { ids, .. } = step(&mut m, run(1), true, &mut rng).unwrap() else {
+        let with_token = Request::RunTask(RunTask {
+            cluster: Some("c".into()),
+            task_definition: "f".into(),
+            count: 1,
+            client_token: Some("tok".into()),
+            ..RunTask::default()
+        });
+        let Outcome::Tasks { ids, .. } = step(&mut m, with_token, true, &mut rng).unwrap() else {
             panic!("not tasks");
         };
+        assert_eq!(m.tokens.len(), 1);
         let prune = |m: &mut Model, rng: &mut StdRng, secs: f64| {
             step(
                 m,
@@ -1877,6 +1906,11 @@ mod tests {
         assert!(m.tasks.contains_key(&ids[0]));
         prune(&mut m, &mut rng, 100.0);
         assert!(!m.tasks.contains_key(&ids[0]));
+        // The token (used at 1000, after the 900 cutoff) outlives its task
+        // until it is itself older than the retention.
+        assert_eq!(m.tokens.len(), 1);
+        prune(&mut m, &mut rng, -1.0);
+        assert!(m.tokens.is_empty());
     }
 
     #[test]

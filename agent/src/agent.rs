@@ -17,7 +17,7 @@ use crate::config::PullBehavior;
 use crate::reconcile::driver::{Driver, DriverConfig, DriverError, Outcome};
 use crate::resources::{self, HostOptions, ResourcesError};
 use crate::runtime::Runtime;
-use crate::state::{InstanceIdentity, SeqFile, StateError};
+use crate::state::{DataDirLock, InstanceIdentity, SeqFile, StateError};
 
 /// How long a deregistered agent waits for its last reports to be acknowledged.
 const DEREGISTER_FLUSH: Duration = Duration::from_secs(10);
@@ -78,6 +78,9 @@ pub async fn register(opts: &RegisterOptions) -> Result<(InstanceIdentity, bool)
             return Ok((existing, false));
         }
     }
+    // Not while an agent runs on this data directory: it would keep using
+    // the identity being replaced.
+    let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let facts = resources::gather()?;
     let req = RegisterRequest {
         activation_id: opts.activation_id.clone(),
@@ -113,6 +116,7 @@ pub async fn run<R: Runtime>(
     shutdown: impl Future<Output = ()> + Send,
     on_ready: impl FnOnce() + Send,
 ) -> Result<Outcome, AgentError> {
+    let _lock = DataDirLock::acquire(data_dir)?;
     let identity = InstanceIdentity::load(data_dir)?
         .ok_or_else(|| AgentError::NotRegistered(data_dir.to_path_buf()))?;
     let coordinator = coordinator_override.unwrap_or(&identity.coordinator);

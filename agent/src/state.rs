@@ -27,6 +27,7 @@ use crate::reconcile::TaskRecord;
 pub const IDENTITY_FILE: &str = "instance.json";
 pub const STATE_FILE: &str = "state.json";
 pub const SEQ_FILE: &str = "report-seq";
+pub const LOCK_FILE: &str = "agent.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -44,6 +45,8 @@ pub enum StateError {
     },
     #[error("could not encode state: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("another berth-agent is already running with the data directory {0}")]
+    Locked(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -102,6 +105,38 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sta
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/agent.lock`, held while the agent runs:
+/// two agents driving the same data directory (and containerd namespace)
+/// would start every task twice. Released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<Self, StateError> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(StateError::Locked(data_dir.to_path_buf()))
+            }
+            Err((_, errno)) => Err(StateError::Io {
+                path,
+                source: std::io::Error::from(errno),
+            }),
+        }
     }
 }
 
@@ -222,6 +257,18 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(IDENTITY_FILE)]);
+    }
+
+    #[test]
+    fn data_dir_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = DataDirLock::acquire(dir.path()).expect("first lock");
+        assert!(matches!(
+            DataDirLock::acquire(dir.path()),
+            Err(StateError::Locked(_))
+        ));
+        drop(first);
+        DataDirLock::acquire(dir.path()).expect("free again");
     }
 
     #[test]

@@ -753,6 +753,9 @@ async fn a_failed_stop_is_retried_on_the_timer_not_in_a_hot_loop() {
     rt.lock().kill_fails = false;
     let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
     assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
-    assert_eq!(stopped.containers[0].exit_code, Some(143));
+    // The retry that succeeds is a SIGTERM, or a SIGKILL if a retry that
+    // started while kills still failed was already waiting out its timeout.
+    let code = stopped.containers[0].exit_code;
+    assert!(code == Some(143) || code == Some(137), "{code:?}");
     h.stop().await;
 }

@@ -625,7 +625,7 @@ async fn custom_attributes_on_instances() {
 async fn many_held_polls_wake_only_where_tasks_land() {
     const AGENTS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let mut t = TestCoord::start(dir.path()).await;
+    let t = TestCoord::start(dir.path()).await;
     setup_cluster(&t, "fleet", 64).await;
     let act = t
         .aws(

@@ -184,6 +184,9 @@ pub struct RunTask {
     pub member_of: Vec<crate::cql::Expr>,
     pub distinct_instance: bool,
     pub strategies: Vec<scheduler::Strategy>,
+    /// `propagateTags: TASK_DEFINITION`: copy the definition's tags (the
+    /// request's own tags win on a key clash).
+    pub propagate_taskdef_tags: bool,
 }
 
 /// What a planned request produced, for the handler to render.
@@ -862,11 +865,13 @@ fn tag_target(m: &Model, arn: &str) -> Result<(TagTarget, Vec<Tag>), ApiError> {
             ))
         }
         "task" => {
-            let t = m.tasks.get(arn_tail(rest)).ok_or_else(not_found)?;
+            let id = rest.rsplit('/').next().unwrap_or(rest);
+            let t = m.tasks.get(id).ok_or_else(not_found)?;
             Ok((TagTarget::Task(t.id.clone()), t.tags.clone()))
         }
         "container-instance" => {
-            let i = m.instances.get(arn_tail(rest)).ok_or_else(not_found)?;
+            let id = rest.rsplit('/').next().unwrap_or(rest);
+            let i = m.instances.get(id).ok_or_else(not_found)?;
             Ok((TagTarget::Instance(i.id.clone()), i.tags.clone()))
         }
         _ => Err(ApiError::invalid(format!("Invalid resource ARN: {arn}"))),
@@ -966,6 +971,17 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             "inferenceAcceleratorOverrides": []
         })
     });
+    let mut tags = r.tags.clone();
+    if r.propagate_taskdef_tags {
+        for t in &td.tags {
+            if !tags.iter().any(|e| e.key == t.key) {
+                tags.push(t.clone());
+            }
+        }
+    }
+    if tags.len() > 50 {
+        return Err(ApiError::invalid("A task can have at most 50 tags."));
+    }
     let mut tasks = Vec::new();
     for instance_id in &plan.placements {
         let Some(inst) = m.instances.get(instance_id) else {
@@ -1026,7 +1042,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             group: group.clone(),
             launch_type: r.launch_type.clone().unwrap_or_else(|| "EXTERNAL".into()),
             version: 1,
-            tags: r.tags.clone(),
+            tags: tags.clone(),
             availability_zone: inst
                 .attributes
                 .iter()

@@ -509,6 +509,38 @@ async fn tags_and_pagination() {
         .ok("ListTagsForResource", json!({"resourceArn": arn}))
         .await;
     assert_eq!(tags["tags"], json!([{"key": "b", "value": "2"}]));
+    // propagateTags copies the task definition's tags onto the task.
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "tagged", "tags": [{"key": "team", "value": "core"}],
+               "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 8}]}),
+    )
+    .await;
+    let (_, _, instance_arn) = t.register_instance("p0", 1024, 1024, &[]).await;
+    t.ok(
+        "TagResource",
+        json!({"resourceArn": instance_arn, "tags": [{"key": "rack", "value": "r1"}]}),
+    )
+    .await;
+    let tags = t
+        .ok("ListTagsForResource", json!({"resourceArn": instance_arn}))
+        .await;
+    assert_eq!(tags["tags"], json!([{"key": "rack", "value": "r1"}]));
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "p0", "taskDefinition": "tagged", "propagateTags": "TASK_DEFINITION",
+                   "tags": [{"key": "own", "value": "1"}]}),
+        )
+        .await;
+    let task_arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let tags = t
+        .ok("ListTagsForResource", json!({"resourceArn": task_arn}))
+        .await;
+    assert_eq!(
+        tags["tags"],
+        json!([{"key": "own", "value": "1"}, {"key": "team", "value": "core"}])
+    );
     let reserved = t
         .ecs(
             "TagResource",

@@ -63,6 +63,15 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
         member_of,
         distinct_instance,
         strategies,
+        propagate_taskdef_tags: match p.opt_str("propagateTags")? {
+            None | Some("NONE") | Some("SERVICE") => false,
+            Some("TASK_DEFINITION") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid propagateTags value: {other}"
+                )))
+            }
+        },
     })
 }
 

@@ -5,7 +5,9 @@
 //! HTTP 413 `RequestEntityTooLargeException` before anything is parsed), SigV4
 //! verification, target dispatch (`UnknownOperationException`), JSON parse
 //! (`SerializationException`; serde_json's recursion limit bounds nesting),
-//! then the action. Internal errors are logged in full and answered as a
+//! then the action. Members a request carries that the service model does not
+//! know are ignored, as the AWS JSON front end does (botocore never sends
+//! them). Internal errors are logged in full and answered as a
 //! generic `ServerException`; a panicking handler is caught and answered the
 //! same way, so no request can take the process down.
 

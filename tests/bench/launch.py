@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,7 +121,10 @@ def wait_status(ecs, cluster: str, arn: str, want: str, interval: float, timeout
 
 def bench_berth(cluster, runs: int) -> tuple[list[float], list[float]]:
     ecs = cluster.coordinator.ecs()
-    td = cluster.register_td([cluster.container("main", command=["sleep", "1000"], memory=16)],
+    # `sleep` as PID 1 ignores SIGTERM, so StopTask would wait out ECS's default
+    # 30 s stopTimeout before SIGKILL; a 2 s stopTimeout keeps the runs short
+    # (the stop is not part of the measured time).
+    td = cluster.register_td([cluster.container("main", command=["sleep", "1000"], memory=16, stopTimeout=2)],
                              family="bench-sleep")
     polled, reported = [], []
     for i in range(runs + 1):  # first run pulls/unpacks the image into the agent's namespace: dropped
@@ -206,6 +210,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     import harness  # noqa: E402 - BERTH_BIN_DIR must be set first
 
+    # SIGTERM (e.g. from `timeout`) unwinds through the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-"))
     host = None
     try:
@@ -213,8 +219,11 @@ def main() -> int:
         cluster = host.cluster(name="bench", namespace="berth-bench")
         print(f"image {host.image}; binaries {bin_dir}; {os.cpu_count()} cpus", flush=True)
 
+        print("(a) ctr ...", flush=True)
         ctr_times = bench_ctr(host.containerd, host.image, args.runs)
+        print("(b) Berth RunTask ...", flush=True)
         berth_polled, berth_reported = bench_berth(cluster, args.runs)
+        print("(c) RunTask throughput ...", flush=True)
         calls_per_s, api_lat = bench_throughput(cluster, args.throughput_calls)
 
         print()

@@ -33,7 +33,7 @@ use crate::model::{
     TaskDef, TokenResult,
 };
 use crate::scheduler::{self, Candidate, Need};
-use crate::store::{Store, StoreError};
+use crate::store::{CommandLog, Store, StoreError};
 use crate::taskdef::{self, TaskDefRef};
 
 /// How many commands between snapshots of the model.
@@ -1440,7 +1440,17 @@ pub fn start(
     agent_timeout: Duration,
     seed: Option<u64>,
 ) -> Result<(StateHandle, std::thread::JoinHandle<()>), StateError> {
-    let store = Store::open(store_path)?;
+    let store: Box<dyn CommandLog> = Box::new(Store::open(store_path)?);
+    start_with(store, settings, agent_timeout, seed)
+}
+
+/// [`start`] over any [`CommandLog`].
+pub fn start_with(
+    store: Box<dyn CommandLog>,
+    settings: Settings,
+    agent_timeout: Duration,
+    seed: Option<u64>,
+) -> Result<(StateHandle, std::thread::JoinHandle<()>), StateError> {
     let recovered = store.recover()?;
     let mut model = match &recovered.snapshot {
         Some((seq, body)) => serde_json::from_slice::<Model>(body)
@@ -1498,7 +1508,7 @@ pub fn start(
 }
 
 struct Owner {
-    store: Store,
+    store: Box<dyn CommandLog>,
     model: Model,
     settings: Settings,
     heartbeats: Arc<Heartbeats>,
@@ -1927,6 +1937,62 @@ mod tests {
         assert_eq!(m.tokens.len(), 1);
         prune(&mut m, &mut rng, -1.0);
         assert!(m.tokens.is_empty());
+    }
+
+    /// A log whose appends fail once `fail` is set.
+    struct FlakyLog {
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        seq: u64,
+    }
+
+    impl CommandLog for FlakyLog {
+        fn last_seq(&self) -> u64 {
+            self.seq
+        }
+        fn recover(&self) -> Result<crate::store::Recovered, StoreError> {
+            Ok(crate::store::Recovered::default())
+        }
+        fn append(&mut self, bodies: &[Vec<u8>]) -> Result<u64, StoreError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Corrupt("disk on fire".into()));
+            }
+            self.seq += bodies.len() as u64;
+            Ok(self.seq)
+        }
+        fn write_snapshot(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_acknowledged_or_visible_unless_durable() {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log = FlakyLog {
+            fail: fail.clone(),
+            seq: 0,
+        };
+        let (state, owner) =
+            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        let create = |name: &str| Request::CreateCluster {
+            name: name.into(),
+            region: "us-east-1".into(),
+            tags: vec![],
+            settings: vec![],
+        };
+        state.submit(create("kept")).await.unwrap();
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = state.submit(create("lost")).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ServerException);
+        let snap = state.snapshot();
+        assert!(snap.clusters.contains_key("kept"));
+        assert!(!snap.clusters.contains_key("lost"));
+        // Once the log works again, the same request succeeds.
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        state.submit(create("lost")).await.unwrap();
+        assert!(state.snapshot().clusters.contains_key("lost"));
+        state.stop().await;
+        drop(state);
+        owner.join().unwrap();
     }
 
     #[test]

@@ -28,6 +28,35 @@ pub struct Recovered {
     pub records: Vec<(u64, Vec<u8>)>,
 }
 
+/// What the state owner needs from durable storage. The embedded SQLite
+/// [`Store`] is the implementation; a replicated store (etcd, planned) would
+/// be another.
+pub trait CommandLog: Send {
+    /// Sequence number of the last record appended (0 when empty).
+    fn last_seq(&self) -> u64;
+    /// The latest snapshot and every record after it, in order.
+    fn recover(&self) -> Result<Recovered, StoreError>;
+    /// Appends a batch durably; returns the last record's sequence number.
+    fn append(&mut self, bodies: &[Vec<u8>]) -> Result<u64, StoreError>;
+    /// Replaces the snapshot (covering records up to `seq`) and drops those records.
+    fn write_snapshot(&mut self, seq: u64, body: &[u8]) -> Result<(), StoreError>;
+}
+
+impl CommandLog for Store {
+    fn last_seq(&self) -> u64 {
+        Store::last_seq(self)
+    }
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        Store::recover(self)
+    }
+    fn append(&mut self, bodies: &[Vec<u8>]) -> Result<u64, StoreError> {
+        Store::append(self, bodies)
+    }
+    fn write_snapshot(&mut self, seq: u64, body: &[u8]) -> Result<(), StoreError> {
+        Store::write_snapshot(self, seq, body)
+    }
+}
+
 /// The embedded SQLite store. Owned by the state owner's thread alone.
 pub struct Store {
     conn: Connection,

@@ -97,10 +97,7 @@ fn parse_authorization(value: &str) -> Result<AuthHeader<'_>, ApiError> {
     let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
     let scope: Vec<&str> = credential.split('/').collect();
-    if scope.len() != 5
-        || scope[4] != "aws4_request"
-        || scope.iter().any(|part| part.is_empty())
-    {
+    if scope.len() != 5 || scope[4] != "aws4_request" || scope.iter().any(|part| part.is_empty()) {
         return Err(incomplete(format!(
             "Credential should be scoped to a valid region, service and terminated by 'aws4_request'. Credential={credential}"
         )));

@@ -22,7 +22,7 @@ berth_step "cargo fmt --check" cargo fmt --all -- --check
 berth_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 berth_step "cargo build" cargo build --workspace
 berth_step "cargo test" cargo test --workspace
-export BERTH_BIN_DIR="$REPO/target/debug"
+export BERTH_BIN_DIR="${CARGO_TARGET_DIR:-$REPO/target}/debug"
 # shellcheck disable=SC2086
 berth_step "pytest tests/e2e" python3 -m pytest tests/e2e -n 2 --timeout 600 -q ${BERTH_E2E_ARGS:-}
 berth_log "all steps passed"

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::{includes, paginate, render, Call, Params};
 use crate::error::ApiError;
+use crate::model::Model;
 use crate::state::{cluster_name, find_cluster, Outcome, Request};
 
 /// ECS cluster names: letters, digits, hyphens and underscores, 1-255.
@@ -62,6 +63,12 @@ pub async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
             settings,
         })
         .await?;
+    cluster_response(&snap, outcome)
+}
+
+/// `{"cluster": ...}` for the cluster a CreateCluster/DeleteCluster command
+/// touched, read from the snapshot published with that command.
+fn cluster_response(snap: &Model, outcome: Outcome) -> Result<Value, ApiError> {
     let Outcome::Cluster(name) = outcome else {
         return Err(ApiError::server("unexpected outcome"));
     };
@@ -69,7 +76,7 @@ pub async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
         .clusters
         .get(&name)
         .ok_or_else(|| ApiError::server("cluster vanished"))?;
-    Ok(json!({"cluster": render::cluster(&snap, c, true, false)}))
+    Ok(json!({"cluster": render::cluster(snap, c, true, false)}))
 }
 
 pub fn describe(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
@@ -154,14 +161,7 @@ pub async fn delete(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
             cluster: cluster.to_string(),
         })
         .await?;
-    let Outcome::Cluster(name) = outcome else {
-        return Err(ApiError::server("unexpected outcome"));
-    };
-    let c = snap
-        .clusters
-        .get(&name)
-        .ok_or_else(|| ApiError::server("cluster vanished"))?;
-    Ok(json!({"cluster": render::cluster(&snap, c, true, false)}))
+    cluster_response(&snap, outcome)
 }
 
 /// Berth has no services yet: an existing cluster lists none.

@@ -1,0 +1,441 @@
+//! Link, address and route operations over rtnetlink, plus network-namespace
+//! create/delete/enter helpers.
+//!
+//! Every netlink socket is bound to the namespace of the thread that creates
+//! it, so [`in_netns`] runs the given async work on a dedicated thread that
+//! first `setns`es into the target namespace, then opens its own rtnetlink
+//! connection on a current-thread tokio runtime. The caller's thread never
+//! changes namespace.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Errors from netlink and namespace operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("opening rtnetlink connection: {0}")]
+    Connection(#[source] std::io::Error),
+    #[error("building runtime for netlink thread: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("netlink {op}: {source}")]
+    Request {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("link {0} not found")]
+    LinkNotFound(String),
+    #[error("network namespace {path}: {op}: {source}")]
+    Netns {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink worker thread panicked")]
+    ThreadPanicked,
+}
+
+fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let op = op.into();
+    move |source| NetlinkError::Request { op, source }
+}
+
+fn ns_err(path: &Path, op: &'static str) -> impl FnOnce(nix::Error) -> NetlinkError {
+    let path = path.to_path_buf();
+    move |e| NetlinkError::Netns {
+        path,
+        op,
+        source: std::io::Error::from(e),
+    }
+}
+
+fn io_ns_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> NetlinkError {
+    let path = path.to_path_buf();
+    move |source| NetlinkError::Netns { path, op, source }
+}
+
+/// True when a netlink error is "no such device / object" (ENODEV, ENOENT,
+/// ESRCH), i.e. the thing asked about does not exist.
+fn is_missing(e: &rtnetlink::Error) -> bool {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => {
+            let code = -msg.raw_code();
+            code == libc::ENODEV || code == libc::ENOENT || code == libc::ESRCH
+        }
+        _ => false,
+    }
+}
+
+/// Runs `work` with an rtnetlink handle bound to the network namespace at
+/// `netns` (or the caller's namespace when `None`) on a dedicated thread.
+pub fn in_netns<F, Fut, T>(netns: Option<&Path>, work: F) -> Result<T, NetlinkError>
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetlinkError>>,
+    T: Send + 'static,
+{
+    let target = netns.map(Path::to_path_buf);
+    let thread = std::thread::spawn(move || -> Result<T, NetlinkError> {
+        if let Some(path) = &target {
+            let file = std::fs::File::open(path).map_err(io_ns_err(path, "open"))?;
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(ns_err(path, "setns"))?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NetlinkError::Runtime)?;
+        rt.block_on(async move {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(NetlinkError::Connection)?;
+            let conn_task = tokio::spawn(conn);
+            let out = work(handle).await;
+            conn_task.abort();
+            out
+        })
+    });
+    thread.join().map_err(|_| NetlinkError::ThreadPanicked)?
+}
+
+/// A link as seen by [`list_links`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSummary {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub master: Option<u32>,
+    pub up: bool,
+}
+
+fn summarize(msg: &LinkMessage) -> LinkSummary {
+    let mut s = LinkSummary {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+        master: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => s.name.clone_from(n),
+            LinkAttribute::Controller(m) => s.master = Some(*m),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(a);
+                s.mac = Some(mac);
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Lists every link in the handle's namespace.
+pub async fn list_links(handle: &Handle) -> Result<Vec<LinkSummary>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut stream = handle.link().get().execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list links"))? {
+        out.push(summarize(&msg));
+    }
+    Ok(out)
+}
+
+/// Looks a link up by name; `None` when it does not exist.
+pub async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkSummary>, NetlinkError> {
+    let mut stream = handle.link().get().match_name(name.to_string()).execute();
+    match stream.try_next().await {
+        Ok(Some(msg)) => Ok(Some(summarize(&msg))),
+        Ok(None) => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(req(format!("get link {name}"))(e)),
+    }
+}
+
+async fn require_link(handle: &Handle, name: &str) -> Result<LinkSummary, NetlinkError> {
+    get_link(handle, name)
+        .await?
+        .ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
+}
+
+/// Brings a link up.
+pub async fn set_up(handle: &Handle, index: u32) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(req(format!("set link {index} up")))
+}
+
+/// Renames a link (it must be down).
+pub async fn rename(handle: &Handle, index: u32, name: &str) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name(name.to_string())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(req(format!("rename link {index} to {name}")))
+}
+
+/// Enslaves a link to a bridge.
+pub async fn set_master(handle: &Handle, index: u32, master: u32) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).controller(master).build())
+        .execute()
+        .await
+        .map_err(req(format!("attach link {index} to {master}")))
+}
+
+/// Turns hairpin mode on for a bridge port.
+pub async fn set_hairpin(handle: &Handle, index: u32) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set_port(LinkBridgePort::new(index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(req(format!("hairpin on port {index}")))
+}
+
+/// Addresses (address, prefix length) on a link.
+pub async fn list_addresses(
+    handle: &Handle,
+    index: u32,
+) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list addresses"))? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(ip) = attr {
+                out.push((*ip, msg.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds an address unless the link already carries it.
+pub async fn ensure_address(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    prefix: u8,
+) -> Result<(), NetlinkError> {
+    if list_addresses(handle, index)
+        .await?
+        .iter()
+        .any(|(a, p)| *a == ip && *p == prefix)
+    {
+        return Ok(());
+    }
+    handle
+        .address()
+        .add(index, ip, prefix)
+        .execute()
+        .await
+        .map_err(req(format!("add address {ip}/{prefix} on {index}")))
+}
+
+/// Creates the bridge if missing, gives it `gateway/prefix` and brings it up.
+/// Returns its index.
+pub async fn ensure_bridge(
+    handle: &Handle,
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32, NetlinkError> {
+    let link = match get_link(handle, name).await? {
+        Some(l) => l,
+        None => {
+            let created = handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await;
+            match created {
+                Ok(()) => {}
+                // Lost a race with a concurrent ADD creating the same bridge.
+                Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
+                Err(e) => return Err(req(format!("create bridge {name}"))(e)),
+            }
+            require_link(handle, name).await?
+        }
+    };
+    ensure_address(handle, link.index, IpAddr::V4(gateway), prefix).await?;
+    set_up(handle, link.index).await?;
+    Ok(link.index)
+}
+
+/// Creates a veth pair `host` <-> `peer` in the handle's namespace.
+pub async fn create_veth(handle: &Handle, host: &str, peer: &str) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .add(LinkVeth::new(host, peer).build())
+        .execute()
+        .await
+        .map_err(req(format!("create veth {host}/{peer}")))
+}
+
+/// Moves link `index` into the network namespace at `netns`.
+pub async fn move_to_netns(handle: &Handle, index: u32, netns: &Path) -> Result<(), NetlinkError> {
+    let file = std::fs::File::open(netns).map_err(io_ns_err(netns, "open"))?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(file.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(req(format!("move link {index} to {}", netns.display())))
+}
+
+/// Deletes a link by name. Returns false when it did not exist.
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetlinkError> {
+    let Some(link) = get_link(handle, name).await? else {
+        return Ok(false);
+    };
+    match handle.link().del(link.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(req(format!("delete link {name}"))(e)),
+    }
+}
+
+/// Adds `default via gateway dev index`.
+pub async fn add_default_route(
+    handle: &Handle,
+    gateway: Ipv4Addr,
+    index: u32,
+) -> Result<(), NetlinkError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .output_interface(index)
+        .build();
+    match handle.route().add(route).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => Ok(()),
+        Err(e) => Err(req(format!("add default route via {gateway}"))(e)),
+    }
+}
+
+/// The IPv4 default route's gateway and output link, if there is one.
+pub async fn default_route(handle: &Handle) -> Result<Option<(Ipv4Addr, u32)>, NetlinkError> {
+    let mut stream = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list routes"))? {
+        if msg.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let mut gw = None;
+        let mut oif = 0;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+                RouteAttribute::Oif(i) => oif = *i,
+                _ => {}
+            }
+        }
+        if let Some(gw) = gw {
+            return Ok(Some((gw, oif)));
+        }
+    }
+    Ok(None)
+}
+
+/// Creates a named network namespace file at `path` (the `ip netns add`
+/// technique: unshare a new net namespace on a dedicated thread and bind-mount
+/// that thread's `/proc/self/task/TID/ns/net` onto the file).
+pub fn create_netns(path: &Path) -> Result<(), NetlinkError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_ns_err(path, "create parent dir"))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_ns_err(path, "create file"))?;
+    let target = path.to_path_buf();
+    let joined = std::thread::spawn(move || -> Result<(), NetlinkError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(ns_err(&target, "unshare"))?;
+        let tid = nix::unistd::gettid();
+        let src = PathBuf::from(format!("/proc/self/task/{tid}/ns/net"));
+        mount(
+            Some(&src),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(ns_err(&target, "bind mount"))
+    })
+    .join()
+    .map_err(|_| NetlinkError::ThreadPanicked)?;
+    if let Err(e) = joined {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unmounts and removes a namespace file made by [`create_netns`]. Missing
+/// files are not an error.
+pub fn delete_netns(path: &Path) -> Result<(), NetlinkError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) => {}
+        Err(e) => return Err(ns_err(path, "unmount")(e)),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_ns_err(path, "remove")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_formatting() {
+        let cases: &[([u8; 6], &str)] = &[
+            ([0, 0, 0, 0, 0, 0], "00:00:00:00:00:00"),
+            ([0xde, 0xad, 0xbe, 0xef, 0x01, 0x0a], "de:ad:be:ef:01:0a"),
+        ];
+        for (mac, want) in cases {
+            assert_eq!(format_mac(mac), *want);
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! `berth-bridge` plugin logic ([`bridge`]) behind the thin
 //! `src/bin/berth-bridge.rs` binary.
 
+pub mod bridge;
 pub mod ipam;
+pub mod iptables;
 pub mod netlink;
 pub mod spec;

@@ -1,0 +1,176 @@
+//! Outbound masquerade rules in a dedicated `nat` chain, driven through the
+//! `iptables` binary. Each container's rule carries a comment naming it, so
+//! removal deletes exactly that container's rules and nothing else.
+
+use std::process::Command;
+
+/// Errors from iptables invocations.
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    #[error("running iptables {args:?}: {source}")]
+    Spawn {
+        args: Vec<String>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("iptables {args:?} exited with {status}: {stderr}")]
+    Failed {
+        args: Vec<String>,
+        status: i32,
+        stderr: String,
+    },
+}
+
+/// The chain Berth keeps its masquerade rules in.
+pub const CHAIN: &str = "BERTH-POSTROUTING";
+
+fn run(args: &[&str]) -> Result<(bool, String, String), IptablesError> {
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .map_err(|source| IptablesError::Spawn {
+            args: owned,
+            source,
+        })?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn must(args: &[&str]) -> Result<String, IptablesError> {
+    let (ok, stdout, stderr) = run(args)?;
+    if ok {
+        Ok(stdout)
+    } else {
+        Err(IptablesError::Failed {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            status: -1,
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// The rule arguments (after `-A CHAIN`) masquerading `ip`'s traffic that
+/// leaves `subnet`.
+pub fn masquerade_rule(ip: &str, subnet: &str, comment: &str) -> Vec<String> {
+    [
+        "-s",
+        &format!("{ip}/32"),
+        "!",
+        "-d",
+        subnet,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+        "-j",
+        "MASQUERADE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// From `iptables -S CHAIN` output, the rule argument lists (without
+/// `-A CHAIN`) whose comment is exactly `comment`.
+pub fn rules_with_comment(listing: &str, chain: &str, comment: &str) -> Vec<Vec<String>> {
+    let prefix = format!("-A {chain} ");
+    listing
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map(|w| w.trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|words| {
+            words
+                .windows(2)
+                .any(|w| w[0] == "--comment" && w[1] == comment)
+        })
+        .collect()
+}
+
+/// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds the
+/// masquerade rule for `ip`.
+pub fn ensure_masquerade(ip: &str, subnet: &str, comment: &str) -> Result<(), IptablesError> {
+    let (exists, _, _) = run(&["-t", "nat", "-S", CHAIN])?;
+    if !exists {
+        let (created, _, stderr) = run(&["-t", "nat", "-N", CHAIN])?;
+        // A concurrent ADD may have created it in between.
+        if !created && !run(&["-t", "nat", "-S", CHAIN])?.0 {
+            return Err(IptablesError::Failed {
+                args: vec!["-N".into(), CHAIN.into()],
+                status: -1,
+                stderr,
+            });
+        }
+    }
+    if !run(&["-t", "nat", "-C", "POSTROUTING", "-j", CHAIN])?.0 {
+        must(&["-t", "nat", "-A", "POSTROUTING", "-j", CHAIN])?;
+    }
+    let rule = masquerade_rule(ip, subnet, comment);
+    let mut check: Vec<&str> = vec!["-t", "nat", "-C", CHAIN];
+    check.extend(rule.iter().map(String::as_str));
+    if !run(&check)?.0 {
+        let mut add: Vec<&str> = vec!["-t", "nat", "-A", CHAIN];
+        add.extend(rule.iter().map(String::as_str));
+        must(&add)?;
+    }
+    Ok(())
+}
+
+/// Lists the rules carrying `comment`. An absent chain means none.
+pub fn list_with_comment(comment: &str) -> Result<Vec<Vec<String>>, IptablesError> {
+    let (ok, stdout, _) = run(&["-t", "nat", "-S", CHAIN])?;
+    if !ok {
+        return Ok(Vec::new());
+    }
+    Ok(rules_with_comment(&stdout, CHAIN, comment))
+}
+
+/// Deletes every rule carrying `comment`. Idempotent; returns how many were
+/// removed.
+pub fn remove_with_comment(comment: &str) -> Result<usize, IptablesError> {
+    let rules = list_with_comment(comment)?;
+    for rule in &rules {
+        let mut del: Vec<&str> = vec!["-t", "nat", "-D", CHAIN];
+        del.extend(rule.iter().map(String::as_str));
+        must(&del)?;
+    }
+    Ok(rules.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_with_comment_table() {
+        let listing = "-N BERTH-POSTROUTING\n\
+            -A BERTH-POSTROUTING -s 10.0.0.2/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:abc\" -j MASQUERADE\n\
+            -A BERTH-POSTROUTING -s 10.0.0.3/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:abcd\" -j MASQUERADE\n\
+            -A OTHER -m comment --comment \"berth:n:abc\" -j ACCEPT\n";
+        let cases: &[(&str, usize, Option<&str>)] = &[
+            ("berth:n:abc", 1, Some("10.0.0.2/32")),
+            ("berth:n:abcd", 1, Some("10.0.0.3/32")),
+            ("berth:n:ab", 0, None),
+            ("", 0, None),
+        ];
+        for (comment, n, src) in cases {
+            let got = rules_with_comment(listing, CHAIN, comment);
+            assert_eq!(got.len(), *n, "{comment}");
+            if let Some(src) = src {
+                assert_eq!(got[0][1], *src);
+                assert_eq!(
+                    got[0],
+                    masquerade_rule(&src[..src.len() - 3], "10.0.0.0/24", comment)
+                );
+            }
+        }
+    }
+}

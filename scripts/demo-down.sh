@@ -73,10 +73,12 @@ stop_one() {
     log "warning: $name (pid $pid) is still alive"
 }
 
+DEMO_NAMESPACES=()
 remove_containers() {
     local ctr=(ctr --address "$SOCK") ns t c
     "${ctr[@]}" version >/dev/null 2>&1 || return 0
     for ns in $("${ctr[@]}" namespaces ls -q 2>/dev/null); do
+        DEMO_NAMESPACES+=("$ns")
         for t in $("${ctr[@]}" -n "$ns" tasks ls -q 2>/dev/null); do
             log "removing container task $ns/$t"
             "${ctr[@]}" -n "$ns" tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
@@ -113,6 +115,11 @@ awk -v p="$DEMO" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/moun
     done
 
 rm -rf "$SOCK_DIR"
+# The runc shim keeps per-namespace state dirs; remove ours if now empty
+# (rmdir never removes one another containerd still uses).
+for ns in "${DEMO_NAMESPACES[@]}"; do
+    rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
+done
 if [ "${BERTH_DEMO_KEEP_LOGS:-0}" = 1 ]; then
     find "$DEMO" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
     log "demo stopped; logs kept in $DEMO/logs"

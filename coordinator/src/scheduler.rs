@@ -9,12 +9,24 @@
 //! PORTS, PORTS_UDP), then pick uniformly among feasible instances (ECS's
 //! default RunTask strategy is random). Each placement deducts its resources
 //! before the next task is placed, so one plan never overcommits.
+//!
+//! Dynamic host ports (bridge mappings with `hostPort` 0 or absent) are
+//! chosen here too: the **lowest** ports of [`DYNAMIC_PORTS`] free on the
+//! chosen instance for that protocol (not registered as reserved, not used by
+//! an active task, not a static port of the same task). Lowest-free needs no
+//! randomness, so the choice is a pure function of the model and is carried
+//! in the placement command for exact replay.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
 use rand::Rng;
 
 use crate::cql;
+
+/// The host ports dynamic mappings are drawn from (ECS's ephemeral range on
+/// Linux container instances).
+pub const DYNAMIC_PORTS: RangeInclusive<u16> = 49153..=65535;
 
 /// What placement needs to know about one container instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +66,9 @@ pub struct Need {
     pub memory: i64,
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
+    /// How many dynamic TCP / UDP host ports the task needs.
+    pub dynamic_tcp: usize,
+    pub dynamic_udp: usize,
     /// `memberOf` constraints: every expression must hold.
     pub member_of: Vec<cql::Expr>,
     /// `distinctInstance`: at most one task of this request per instance.
@@ -96,8 +111,31 @@ impl Rejection {
 pub struct Plan {
     /// Instance id per placed task, in placement order.
     pub placements: Vec<String>,
+    /// Dynamic host ports chosen for each placed task (parallel to `placements`).
+    pub ports: Vec<DynamicPorts>,
     /// `(instance arn, reason)` for each instance that rejected an unplaced task.
     pub failures: Vec<(String, &'static str)>,
+}
+
+/// Dynamic host ports chosen for one placed task, in the order of the task's
+/// dynamic mappings of that protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DynamicPorts {
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+}
+
+/// The lowest `n` ports of [`DYNAMIC_PORTS`] in neither `used` nor `also`,
+/// or `None` when fewer than `n` are free.
+pub fn free_dynamic(used: &BTreeSet<u16>, also: &[u16], n: usize) -> Option<Vec<u16>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let picked: Vec<u16> = DYNAMIC_PORTS
+        .filter(|p| !used.contains(p) && !also.contains(p))
+        .take(n)
+        .collect();
+    (picked.len() == n).then_some(picked)
 }
 
 /// First filter an instance fails for `need`, in ECS's order.
@@ -119,21 +157,34 @@ pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
     if c.memory_remaining < need.memory {
         return Err(Rejection::Memory);
     }
-    if need.tcp_ports.iter().any(|p| c.tcp_used.contains(p)) {
+    if need.tcp_ports.iter().any(|p| c.tcp_used.contains(p))
+        || free_dynamic(&c.tcp_used, &need.tcp_ports, need.dynamic_tcp).is_none()
+    {
         return Err(Rejection::Ports);
     }
-    if need.udp_ports.iter().any(|p| c.udp_used.contains(p)) {
+    if need.udp_ports.iter().any(|p| c.udp_used.contains(p))
+        || free_dynamic(&c.udp_used, &need.udp_ports, need.dynamic_udp).is_none()
+    {
         return Err(Rejection::PortsUdp);
     }
     Ok(())
 }
 
-fn take(c: &mut Candidate, need: &Need) {
+/// Deducts `need` from `c` (which `check` accepted) and returns the dynamic
+/// ports it chose.
+fn take(c: &mut Candidate, need: &Need) -> DynamicPorts {
     c.group_tasks += 1;
     c.cpu_remaining -= need.cpu;
     c.memory_remaining -= need.memory;
+    let ports = DynamicPorts {
+        tcp: free_dynamic(&c.tcp_used, &need.tcp_ports, need.dynamic_tcp).unwrap_or_default(),
+        udp: free_dynamic(&c.udp_used, &need.udp_ports, need.dynamic_udp).unwrap_or_default(),
+    };
     c.tcp_used.extend(need.tcp_ports.iter().copied());
     c.udp_used.extend(need.udp_ports.iter().copied());
+    c.tcp_used.extend(ports.tcp.iter().copied());
+    c.udp_used.extend(ports.udp.iter().copied());
+    ports
 }
 
 /// Keeps the candidates a strategy likes best (lowest key).
@@ -193,7 +244,8 @@ pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut imp
             feasible = narrow(&cands, feasible, s);
         }
         let pick = feasible[rng.gen_range(0..feasible.len())];
-        take(&mut cands[pick], need);
+        let ports = take(&mut cands[pick], need);
+        plan.ports.push(ports);
         used.insert(pick);
         plan.placements.push(cands[pick].id.clone());
     }
@@ -213,7 +265,8 @@ pub fn place_on_each(mut cands: Vec<Candidate>, need: &Need) -> Plan {
         let idx = by_id.get(&cands[i].id).copied().unwrap_or(i);
         match check(&cands[idx], need) {
             Ok(()) => {
-                take(&mut cands[idx], need);
+                let ports = take(&mut cands[idx], need);
+                plan.ports.push(ports);
                 plan.placements.push(cands[idx].id.clone());
             }
             Err(r) => plan.failures.push((cands[idx].arn.clone(), r.reason())),
@@ -318,6 +371,151 @@ mod tests {
         let plan = place(vec![cand("a", 1024, 4096, &[22])], &need, 2, &mut rng);
         assert_eq!(plan.placements, vec!["a".to_string()]);
         assert_eq!(plan.failures, vec![("arn/a".to_string(), "RESOURCE:PORTS")]);
+    }
+
+    #[test]
+    fn dynamic_ports_table() {
+        let top: u16 = *DYNAMIC_PORTS.end();
+        let first: u16 = *DYNAMIC_PORTS.start();
+        // (instance's used tcp ports, static tcp, dynamic tcp, dynamic udp,
+        //  count, expected chosen ports per task or failure reason)
+        type Row = (
+            Vec<u16>,
+            Vec<u16>,
+            usize,
+            usize,
+            usize,
+            Vec<DynamicPorts>,
+            Vec<&'static str>,
+        );
+        let d = |tcp: &[u16], udp: &[u16]| DynamicPorts {
+            tcp: tcp.to_vec(),
+            udp: udp.to_vec(),
+        };
+        let all_but_two: Vec<u16> = (first..=top - 2).collect();
+        let table: Vec<Row> = vec![
+            // two bridge tasks on one host get different dynamic ports.
+            (
+                vec![],
+                vec![],
+                1,
+                0,
+                2,
+                vec![d(&[first], &[]), d(&[first + 1], &[])],
+                vec![],
+            ),
+            // used ports (reserved or other tasks') are skipped.
+            (
+                vec![first, first + 1, 22],
+                vec![],
+                1,
+                0,
+                1,
+                vec![d(&[first + 2], &[])],
+                vec![],
+            ),
+            // a static port inside the range is not also handed out dynamically.
+            (
+                vec![],
+                vec![first],
+                1,
+                0,
+                1,
+                vec![d(&[first + 1], &[])],
+                vec![],
+            ),
+            // tcp and udp are independent.
+            (
+                vec![first],
+                vec![],
+                1,
+                1,
+                1,
+                vec![d(&[first + 1], &[first])],
+                vec![],
+            ),
+            // several dynamic mappings in one task.
+            (
+                vec![],
+                vec![],
+                3,
+                0,
+                1,
+                vec![d(&[first, first + 1, first + 2], &[])],
+                vec![],
+            ),
+            // exhaustion: two left, second task needs two more.
+            (
+                all_but_two.clone(),
+                vec![],
+                2,
+                0,
+                2,
+                vec![d(&[top - 1, top], &[])],
+                vec!["RESOURCE:PORTS"],
+            ),
+            // static conflict refused even with dynamic room.
+            (
+                vec![8080],
+                vec![8080],
+                1,
+                0,
+                1,
+                vec![],
+                vec!["RESOURCE:PORTS"],
+            ),
+        ];
+        for (i, (used, stat, dt, du, count, want, fails)) in table.into_iter().enumerate() {
+            let need = Need {
+                cpu: 0,
+                memory: 0,
+                tcp_ports: stat,
+                dynamic_tcp: dt,
+                dynamic_udp: du,
+                ..Need::default()
+            };
+            let plan = place(
+                vec![cand("a", 1024, 4096, &used)],
+                &need,
+                count,
+                &mut StdRng::seed_from_u64(3),
+            );
+            assert_eq!(plan.ports, want, "row {i}");
+            assert_eq!(plan.placements.len(), plan.ports.len(), "row {i}");
+            let got: Vec<&str> = plan.failures.iter().map(|(_, r)| *r).collect();
+            assert_eq!(got, fails, "row {i}");
+        }
+    }
+
+    #[test]
+    fn dynamic_udp_exhaustion_is_ports_udp() {
+        let mut c = cand("a", 1024, 4096, &[]);
+        c.udp_used = DYNAMIC_PORTS.collect();
+        let need = Need {
+            dynamic_udp: 1,
+            ..Need::default()
+        };
+        assert_eq!(check(&c, &need), Err(Rejection::PortsUdp));
+        // StartTask on the same instance twice shares the deductions.
+        let need = Need {
+            dynamic_tcp: 1,
+            ..Need::default()
+        };
+        let plan = place_on_each(vec![cand("b", 1, 1, &[]), cand("b", 1, 1, &[])], &need);
+        let first = *DYNAMIC_PORTS.start();
+        assert_eq!(
+            plan.ports,
+            vec![
+                DynamicPorts {
+                    tcp: vec![first],
+                    udp: vec![]
+                },
+                DynamicPorts {
+                    tcp: vec![first + 1],
+                    udp: vec![]
+                }
+            ]
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_api::{
-    ContainerStatus, DesiredStatus, RegisterRequest, StateReport, StopCode, TaskStatus,
+    ContainerSpec, ContainerStatus, DesiredStatus, NetworkBinding, PortMapping, RegisterRequest,
+    StateReport, StopCode, TaskStatus,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -924,6 +925,14 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             .filter(|p| p.protocol() == "udp")
             .filter_map(|p| p.host_port.filter(|h| *h != 0))
             .collect(),
+        dynamic_tcp: dynamic_mappings(&specs, &req.network_mode)
+            .iter()
+            .filter(|d| !d.udp)
+            .count(),
+        dynamic_udp: dynamic_mappings(&specs, &req.network_mode)
+            .iter()
+            .filter(|d| d.udp)
+            .count(),
     };
 
     let mut failures: Vec<Failure> = Vec::new();
@@ -983,13 +992,31 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
         return Err(ApiError::invalid("A task can have at most 50 tags."));
     }
     let mut tasks = Vec::new();
-    for instance_id in &plan.placements {
+    let empty = scheduler::DynamicPorts::default();
+    for (k, instance_id) in plan.placements.iter().enumerate() {
         let Some(inst) = m.instances.get(instance_id) else {
             continue;
         };
         let id = random_hex(ctx.rng, 16);
         let arn = format!("arn:aws:ecs:{region}:{account}:task/{}/{id}", cluster.name);
-        let containers = specs
+        let placed = assign_host_ports(
+            &specs,
+            &req.network_mode,
+            plan.ports.get(k).unwrap_or(&empty),
+        );
+        let reserved_ports: Vec<PortMapping> = req
+            .ports
+            .iter()
+            .filter(|p| p.host_port.is_some_and(|h| h != 0))
+            .cloned()
+            .chain(
+                dynamic_mappings(&specs, &req.network_mode)
+                    .iter()
+                    .filter_map(|d| placed.get(d.container)?.port_mappings.get(d.mapping))
+                    .cloned(),
+            )
+            .collect();
+        let containers = placed
             .iter()
             .map(|s| TaskContainer {
                 spec: s.clone(),
@@ -1003,7 +1030,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
                 reason: None,
                 runtime_id: None,
                 image_digest: None,
-                network_bindings: vec![],
+                network_bindings: bridge_bindings(s, &req.network_mode),
             })
             .collect();
         tasks.push(Task {
@@ -1021,12 +1048,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
             cpu: req.cpu,
             memory: req.memory_mib,
             network_mode: req.network_mode.clone(),
-            reserved_ports: req
-                .ports
-                .iter()
-                .filter(|p| p.host_port.is_some_and(|h| h != 0))
-                .cloned()
-                .collect(),
+            reserved_ports,
             last_status: TaskStatus::Pending,
             desired_status: DesiredStatus::Running,
             stop_code: None,
@@ -1067,6 +1089,77 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
         vec![Command::PutTasks { tasks, token }]
     };
     Ok((cmds, Outcome::Tasks { ids, failures }))
+}
+
+/// A bridge-mode port mapping whose host port the scheduler chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicMapping {
+    pub container: usize,
+    pub mapping: usize,
+    pub udp: bool,
+}
+
+/// The dynamic mappings of a task, in container then mapping order: in bridge
+/// mode, every mapping with a container port and `hostPort` 0 or absent.
+pub fn dynamic_mappings(specs: &[ContainerSpec], network_mode: &str) -> Vec<DynamicMapping> {
+    if network_mode != "bridge" {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for (ci, c) in specs.iter().enumerate() {
+        for (mi, pm) in c.port_mappings.iter().enumerate() {
+            if pm.container_port.is_some() && pm.host_port.unwrap_or(0) == 0 {
+                out.push(DynamicMapping {
+                    container: ci,
+                    mapping: mi,
+                    udp: pm.protocol() == "udp",
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `specs` with each dynamic mapping's host port set to the scheduler's
+/// choice (the i-th dynamic TCP mapping takes `ports.tcp[i]`, likewise UDP),
+/// so the agent receives concrete host ports per container.
+pub fn assign_host_ports(
+    specs: &[ContainerSpec],
+    network_mode: &str,
+    ports: &scheduler::DynamicPorts,
+) -> Vec<ContainerSpec> {
+    let mut out = specs.to_vec();
+    let (mut tcp, mut udp) = (ports.tcp.iter(), ports.udp.iter());
+    for d in dynamic_mappings(specs, network_mode) {
+        let next = if d.udp { udp.next() } else { tcp.next() };
+        if let Some(pm) = out
+            .get_mut(d.container)
+            .and_then(|c| c.port_mappings.get_mut(d.mapping))
+        {
+            pm.host_port = next.copied();
+            pm.protocol = Some(pm.protocol().to_string());
+        }
+    }
+    out
+}
+
+/// Bridge-mode network bindings of a placed container (every mapping has a
+/// host port by now); other modes get theirs from the agent's reports.
+fn bridge_bindings(spec: &ContainerSpec, network_mode: &str) -> Vec<NetworkBinding> {
+    if network_mode != "bridge" {
+        return vec![];
+    }
+    spec.port_mappings
+        .iter()
+        .filter_map(|pm| {
+            Some(NetworkBinding {
+                bind_ip: "0.0.0.0".into(),
+                container_port: pm.container_port?,
+                host_port: pm.host_port.filter(|h| *h != 0)?,
+                protocol: pm.protocol().to_string(),
+            })
+        })
+        .collect()
 }
 
 /// `memberOf` constraints stored in a task definition.
@@ -1801,6 +1894,135 @@ mod tests {
                 assert_eq!(t.last_status, TaskStatus::Pending);
                 assert_eq!(t.group, "family:f");
                 assert_eq!((t.cpu, t.memory), (100, 300));
+            }
+        }
+    }
+
+    fn register_td(m: &mut Model, rng: &mut StdRng, def: Value) {
+        let reg = taskdef::validate_register(&def).unwrap();
+        step(
+            m,
+            Request::RegisterTaskDef {
+                family: reg.family,
+                definition: reg.definition,
+                tags: vec![],
+                region: "eu-west-1".into(),
+            },
+            true,
+            rng,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bridge_dynamic_ports_are_chosen_carried_and_released() {
+        let (mut m, mut rng) = world(true);
+        register_td(
+            &mut m,
+            &mut rng,
+            json!({
+                "family": "dyn", "networkMode": "bridge",
+                "containerDefinitions": [
+                    {"name": "web", "image": "busybox", "memory": 10,
+                     "portMappings": [{"containerPort": 80},
+                                      {"containerPort": 81, "hostPort": 0},
+                                      {"containerPort": 53, "protocol": "udp"},
+                                      {"containerPort": 90, "hostPort": 9090}]}]
+            }),
+        );
+        let req = Request::RunTask(RunTask {
+            cluster: Some("c".into()),
+            task_definition: "dyn".into(),
+            count: 1,
+            ..RunTask::default()
+        });
+        let mut seen_tcp: BTreeSet<u16> = BTreeSet::new();
+        let mut ids_all = Vec::new();
+        let first = *scheduler::DYNAMIC_PORTS.start();
+        // (task number, expected ports: (container port, host port, proto))
+        let want: Vec<Vec<(u16, u16, &str)>> = vec![
+            vec![
+                (90, 9090, "tcp"),
+                (80, first, "tcp"),
+                (81, first + 1, "tcp"),
+                (53, first, "udp"),
+            ],
+            vec![
+                (90, 9090, "tcp"),
+                (80, first + 2, "tcp"),
+                (81, first + 3, "tcp"),
+                (53, first + 1, "udp"),
+            ],
+        ];
+        for (n, expect) in want.iter().enumerate() {
+            let out = step(&mut m, req.clone(), true, &mut rng).unwrap();
+            let Outcome::Tasks { ids, failures } = out else {
+                panic!("not tasks");
+            };
+            if n == 0 {
+                assert!(failures.is_empty(), "{failures:?}");
+            }
+            let t = &m.tasks[&ids[0]];
+            let got: Vec<(u16, u16, &str)> = t
+                .reserved_ports
+                .iter()
+                .map(|p| {
+                    (
+                        p.container_port.unwrap(),
+                        p.host_port.unwrap(),
+                        p.protocol(),
+                    )
+                })
+                .collect();
+            assert_eq!(&got, expect, "task {n}");
+            // The container spec the agent receives carries concrete host ports.
+            let hp: Vec<Option<u16>> = t.containers[0]
+                .spec
+                .port_mappings
+                .iter()
+                .map(|p| p.host_port)
+                .collect();
+            assert!(hp.iter().all(|h| h.is_some_and(|h| h != 0)), "{hp:?}");
+            assert_eq!(t.containers[0].network_bindings.len(), 4);
+            for (_, h, proto) in expect {
+                if *proto == "tcp" && *h != 9090 {
+                    assert!(seen_tcp.insert(*h), "port {h} handed out twice");
+                }
+            }
+            ids_all.push(ids[0].clone());
+            // The second run would conflict on the static 9090: free it by
+            // stopping the first task, which also frees its dynamic ports.
+            if n == 0 {
+                let inst = m.instances.values().next().unwrap().clone();
+                let u = usage(&m, &inst);
+                assert!(u.tcp.contains(&first) && u.tcp.contains(&9090));
+                assert!(u.udp.contains(&first));
+                let again = step(&mut m, req.clone(), true, &mut rng).unwrap();
+                let Outcome::Tasks { ids, failures } = again else {
+                    panic!("not tasks");
+                };
+                assert!(ids.is_empty());
+                assert_eq!(failures[0].reason, "RESOURCE:PORTS");
+                let mut stopped = (*m.tasks[&ids_all[0]]).clone();
+                stopped.last_status = TaskStatus::Stopped;
+                m.apply(&Command::PutTasks {
+                    tasks: vec![stopped],
+                    token: None,
+                });
+                // Released ports are free again but the lowest-free choice
+                // would reuse them; keep the first task's ports busy with a
+                // static reservation so the second task shows fresh ones.
+                let inst = m.instances.values().next().unwrap().clone();
+                assert!(!usage(&m, &inst).tcp.contains(&first));
+                let mut busy = (*m.tasks[&ids_all[0]]).clone();
+                busy.id = "busy".into();
+                busy.last_status = TaskStatus::Running;
+                busy.reserved_ports.retain(|p| p.host_port != Some(9090));
+                busy.containers.clear();
+                m.apply(&Command::PutTasks {
+                    tasks: vec![busy],
+                    token: None,
+                });
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Renders model entities as the ECS JSON objects botocore expects
 //! (`Cluster`, `Task`, `Container`, `ContainerInstance`, `Failure`, `Tag`).
 
-use berth_api::TaskStatus;
+use berth_api::{ContainerStatus, TaskStatus};
 use serde_json::{json, Map, Value};
 
 use crate::model::{Cluster, Failure, Instance, Model, Tag, Task};
@@ -115,10 +115,18 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
             o.insert("lastStatus".into(), json!(c.last_status));
             put_opt(&mut o, "exitCode", &c.exit_code);
             put_opt(&mut o, "reason", &c.reason);
+            // ECS lists bindings once the container runs; bridge-mode
+            // bindings are decided at placement but shown from then on.
+            let bindings: &[berth_api::NetworkBinding] =
+                if c.last_status == ContainerStatus::Pending {
+                    &[]
+                } else {
+                    &c.network_bindings
+                };
             o.insert(
                 "networkBindings".into(),
                 Value::Array(
-                    c.network_bindings
+                    bindings
                         .iter()
                         .map(|b| {
                             json!({"bindIP": b.bind_ip, "containerPort": b.container_port,

@@ -206,6 +206,7 @@ fn netns_path(env: &spec::RuntimeEnv) -> Result<PathBuf, CniError> {
 pub fn add(net: &Network, env: &spec::RuntimeEnv) -> Result<CniResult, BridgeError> {
     let netns = netns_path(env)?;
     let store = LeaseStore::open(&net.config.data_dir, &net.config.name, net.subnet)?;
+    let _lock = store.lock()?;
     let ip = store.allocate(&env.container_id, &env.ifname)?;
     match wire_up(net, env, &netns, ip) {
         Ok(r) => Ok(r),
@@ -345,6 +346,8 @@ fn teardown(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
 /// DEL: idempotent; succeeds when everything is already gone or the
 /// namespace no longer exists.
 pub fn del(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
+    let store = LeaseStore::open(&net.config.data_dir, &net.config.name, net.subnet)?;
+    let _lock = store.lock()?;
     teardown(net, env)
 }
 

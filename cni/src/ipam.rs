@@ -130,6 +130,12 @@ pub fn parse_lease(ip: Ipv4Addr, contents: &str) -> Lease {
 
 const LAST_RESERVED: &str = "last_reserved_ip.0";
 
+/// An exclusive lock on a lease store; released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
 /// The lease store for one network.
 #[derive(Debug, Clone)]
 pub struct LeaseStore {
@@ -151,6 +157,26 @@ impl LeaseStore {
     fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> IpamError {
         let path = path.to_path_buf();
         move |source| IpamError::Io { path, source }
+    }
+
+    /// Takes an exclusive `flock` on `<dir>/lock`, held until the guard is
+    /// dropped. The plugin holds it across a whole ADD or DEL so concurrent
+    /// invocations on one network do not interleave their setup steps.
+    pub fn lock(&self) -> Result<StoreLock, IpamError> {
+        let path = self.dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, errno)| IpamError::Io {
+                path: path.clone(),
+                source: std::io::Error::from(errno),
+            },
+        )?;
+        Ok(StoreLock { _file: file })
     }
 
     /// All current leases, sorted by address.

@@ -254,12 +254,12 @@ pub async fn ensure_address(
     {
         return Ok(());
     }
-    handle
-        .address()
-        .add(index, ip, prefix)
-        .execute()
-        .await
-        .map_err(req(format!("add address {ip}/{prefix} on {index}")))
+    match handle.address().add(index, ip, prefix).execute().await {
+        Ok(()) => Ok(()),
+        // A concurrent ADD on the same bridge added it first.
+        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => Ok(()),
+        Err(e) => Err(req(format!("add address {ip}/{prefix} on {index}"))(e)),
+    }
 }
 
 /// Creates the bridge if missing, gives it `gateway/prefix` and brings it up.

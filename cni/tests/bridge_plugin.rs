@@ -471,3 +471,44 @@ fn netns_helpers_create_enter_delete() {
     assert!(!path.exists());
     netlink::delete_netns(&path).expect("delete is idempotent");
 }
+
+#[test]
+fn concurrent_adds_get_distinct_addresses() {
+    let sb = Sandbox::new(4);
+    let results: Vec<(i32, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let sb = &sb;
+                s.spawn(move || sb.bridge("ADD", &format!("ctr-par{i}"), i))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ADD thread"))
+            .collect()
+    });
+    let mut addrs: Vec<String> = results
+        .iter()
+        .map(|(rc, out)| {
+            assert_eq!(*rc, 0, "{out}");
+            json(out)["ips"][0]["address"]
+                .as_str()
+                .expect("address")
+                .to_string()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 4, "{addrs:?}");
+    assert_eq!(sb.leases().len(), 4);
+    for i in 0..4 {
+        let (rc, out) = sb.bridge("CHECK", &format!("ctr-par{i}"), i);
+        assert_eq!(rc, 0, "{out}");
+    }
+    for i in 0..4 {
+        let (rc, out) = sb.bridge("DEL", &format!("ctr-par{i}"), i);
+        assert_eq!(rc, 0, "{out}");
+    }
+    assert!(sb.leases().is_empty());
+    assert!(!sb.nat_rules().contains(&format!("berth:{}:", sb.name)));
+}

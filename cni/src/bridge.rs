@@ -212,7 +212,7 @@ pub fn add(net: &Network, env: &spec::RuntimeEnv) -> Result<CniResult, BridgeErr
         Ok(r) => Ok(r),
         Err(e) => {
             let mut errors = vec![e];
-            if let Err(c) = teardown(net, env) {
+            if let Err(c) = teardown(net, &env.container_id, &env.ifname) {
                 errors.push(c);
             }
             Err(if errors.len() == 1 {
@@ -311,9 +311,9 @@ fn wire_up(
 
 /// Removes the veth, the masquerade rules and the lease, collecting every
 /// error and carrying on past each one.
-fn teardown(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
+fn teardown(net: &Network, container_id: &str, ifname: &str) -> Result<(), BridgeError> {
     let mut errors = Vec::new();
-    let (host, peer) = veth_names(&env.container_id, &env.ifname);
+    let (host, peer) = veth_names(container_id, ifname);
     // Deleting the host end removes the peer wherever it lives; the peer name
     // is only still in the host namespace if ADD stopped before moving it.
     if let Err(e) = netlink::in_netns(None, move |h| async move {
@@ -323,14 +323,12 @@ fn teardown(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
     }) {
         errors.push(BridgeError::from(e));
     }
-    if let Err(e) =
-        iptables::remove_with_comment(&rule_comment(&net.config.name, &env.container_id))
-    {
+    if let Err(e) = iptables::remove_with_comment(&rule_comment(&net.config.name, container_id)) {
         errors.push(e.into());
     }
     match LeaseStore::open(&net.config.data_dir, &net.config.name, net.subnet) {
         Ok(store) => {
-            if let Err(e) = store.release(&env.container_id, Some(&env.ifname)) {
+            if let Err(e) = store.release(container_id, Some(ifname)) {
                 errors.push(e.into());
             }
         }
@@ -348,7 +346,83 @@ fn teardown(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
 pub fn del(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
     let store = LeaseStore::open(&net.config.data_dir, &net.config.name, net.subnet)?;
     let _lock = store.lock()?;
-    teardown(net, env)
+    teardown(net, &env.container_id, &env.ifname)
+}
+
+/// What [`gc`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Containers whose lease (and veth and rules) were torn down.
+    pub containers: Vec<String>,
+    /// Bridge ports deleted because no live lease accounts for them.
+    pub orphan_links: Vec<String>,
+    /// Masquerade rules removed because their container is not live.
+    pub orphan_rules: usize,
+}
+
+/// Garbage-collects this network after a crash: every lease, host veth on
+/// the bridge and masquerade rule that belongs to a container not in `live`
+/// is removed. Keeps going past individual failures and reports them all.
+pub fn gc(
+    net: &Network,
+    live: &std::collections::HashSet<String>,
+) -> Result<GcReport, BridgeError> {
+    let store = LeaseStore::open(&net.config.data_dir, &net.config.name, net.subnet)?;
+    let _lock = store.lock()?;
+    let mut report = GcReport::default();
+    let mut errors = Vec::new();
+    let mut keep_links = std::collections::HashSet::new();
+    for lease in store.list()? {
+        if live.contains(&lease.container_id) {
+            keep_links.insert(veth_names(&lease.container_id, &lease.ifname).0);
+            continue;
+        }
+        match teardown(net, &lease.container_id, &lease.ifname) {
+            Ok(()) => report.containers.push(lease.container_id),
+            Err(e) => errors.push(e),
+        }
+    }
+    let bridge = net.config.bridge.clone();
+    let orphans = netlink::in_netns(None, move |h| async move {
+        let Some(br) = netlink::get_link(&h, &bridge).await? else {
+            return Ok(Vec::new());
+        };
+        let mut deleted = Vec::new();
+        for l in netlink::list_links(&h).await? {
+            let orphan = l.master == Some(br.index)
+                && l.name.starts_with("veth")
+                && !keep_links.contains(&l.name);
+            if orphan && netlink::delete_link(&h, &l.name).await? {
+                deleted.push(l.name);
+            }
+        }
+        Ok(deleted)
+    });
+    match orphans {
+        Ok(o) => report.orphan_links = o,
+        Err(e) => errors.push(e.into()),
+    }
+    let prefix = rule_comment(&net.config.name, "");
+    match iptables::comments_with_prefix(&prefix) {
+        Ok(comments) => {
+            for c in comments {
+                let cid = &c[prefix.len()..];
+                if live.contains(cid) {
+                    continue;
+                }
+                match iptables::remove_with_comment(&c) {
+                    Ok(n) => report.orphan_rules += n,
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.into()),
+    }
+    match errors.len() {
+        0 => Ok(report),
+        1 => Err(errors.remove(0)),
+        _ => Err(BridgeError::Multiple(errors)),
+    }
 }
 
 /// CHECK: the lease, the host veth on the bridge, and the container

@@ -95,6 +95,35 @@ pub fn rules_with_comment(listing: &str, chain: &str, comment: &str) -> Vec<Vec<
         .collect()
 }
 
+/// From `iptables -S CHAIN` output, the distinct comments that start with
+/// `prefix`, in order of first appearance.
+pub fn comments_in(listing: &str, chain: &str, prefix: &str) -> Vec<String> {
+    let start = format!("-A {chain} ");
+    let mut out: Vec<String> = Vec::new();
+    for line in listing.lines().filter(|l| l.starts_with(&start)) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for w in words.windows(2) {
+            if w[0] == "--comment" {
+                let c = w[1].trim_matches('"');
+                if c.starts_with(prefix) && !out.iter().any(|o| o == c) {
+                    out.push(c.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The distinct comments starting with `prefix` in Berth's chain. An absent
+/// chain means none.
+pub fn comments_with_prefix(prefix: &str) -> Result<Vec<String>, IptablesError> {
+    let (ok, stdout, _) = run(&["-t", "nat", "-S", CHAIN])?;
+    if !ok {
+        return Ok(Vec::new());
+    }
+    Ok(comments_in(&stdout, CHAIN, prefix))
+}
+
 /// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds the
 /// masquerade rule for `ip`.
 pub fn ensure_masquerade(ip: &str, subnet: &str, comment: &str) -> Result<(), IptablesError> {
@@ -148,6 +177,25 @@ pub fn remove_with_comment(comment: &str) -> Result<usize, IptablesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_in_table() {
+        let listing = "-N BERTH-POSTROUTING\n\
+            -A BERTH-POSTROUTING -s 10.0.0.2/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:a\" -j MASQUERADE\n\
+            -A BERTH-POSTROUTING -s 10.0.0.3/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:b\" -j MASQUERADE\n\
+            -A BERTH-POSTROUTING -s 10.0.0.4/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:a\" -j MASQUERADE\n\
+            -A BERTH-POSTROUTING -s 10.1.0.2/32 ! -d 10.1.0.0/24 -m comment --comment \"berth:m:c\" -j MASQUERADE\n\
+            -A OTHER -m comment --comment \"berth:n:z\" -j ACCEPT\n";
+        let cases: &[(&str, &[&str])] = &[
+            ("berth:n:", &["berth:n:a", "berth:n:b"]),
+            ("berth:m:", &["berth:m:c"]),
+            ("berth:", &["berth:n:a", "berth:n:b", "berth:m:c"]),
+            ("berth:x:", &[]),
+        ];
+        for (prefix, want) in cases {
+            assert_eq!(comments_in(listing, CHAIN, prefix), *want, "{prefix}");
+        }
+    }
 
     #[test]
     fn rules_with_comment_table() {

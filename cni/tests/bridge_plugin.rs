@@ -512,3 +512,56 @@ fn concurrent_adds_get_distinct_addresses() {
     assert!(sb.leases().is_empty());
     assert!(!sb.nat_rules().contains(&format!("berth:{}:", sb.name)));
 }
+
+#[test]
+fn gc_removes_everything_of_dead_containers_only() {
+    let sb = Sandbox::new(3);
+    for i in 0..3 {
+        let (rc, out) = sb.bridge("ADD", &format!("ctr-gc{i}"), i);
+        assert_eq!(rc, 0, "{out}");
+    }
+    // An orphan port on the bridge with no lease, as a crash mid-ADD leaves.
+    netlink::in_netns(Some(&ns_path(&sb.host)), {
+        let bridge = sb.bridge.clone();
+        move |h| async move {
+            netlink::create_veth(&h, "vethdeadbeef", "bpdeadbeef").await?;
+            let br = netlink::get_link(&h, &bridge).await?.expect("bridge");
+            let v = netlink::get_link(&h, "vethdeadbeef").await?.expect("veth");
+            netlink::set_master(&h, v.index, br.index).await
+        }
+    })
+    .expect("make orphan veth");
+    let net = berth_cni::bridge::parse_config(sb.config().as_bytes()).expect("config");
+    let live: std::collections::HashSet<String> = ["ctr-gc1".to_string()].into();
+    // gc acts on the namespace it runs in, so run it on a thread inside the
+    // sandbox's host namespace.
+    let host = ns_path(&sb.host);
+    let report = std::thread::spawn(move || {
+        let f = std::fs::File::open(&host).expect("open host netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        berth_cni::bridge::gc(&net, &live)
+    })
+    .join()
+    .expect("gc thread")
+    .expect("gc");
+    let mut gone = report.containers.clone();
+    gone.sort();
+    assert_eq!(gone, vec!["ctr-gc0", "ctr-gc2"]);
+    assert_eq!(report.orphan_links, vec!["vethdeadbeef"]);
+    assert_eq!(sb.leases(), vec![format!("{}.3", sb.subnet_prefix)]);
+    let rules = sb.nat_rules();
+    for (cid, present) in [("ctr-gc0", false), ("ctr-gc1", true), ("ctr-gc2", false)] {
+        assert_eq!(
+            rules.contains(&format!("berth:{}:{cid}\"", sb.name)),
+            present,
+            "{cid}: {rules}"
+        );
+    }
+    let links = sb.host_links();
+    let veths: Vec<&String> = links.iter().filter(|l| l.starts_with("veth")).collect();
+    assert_eq!(veths.len(), 1, "{links:?}");
+    let (rc, out) = sb.bridge("CHECK", "ctr-gc1", 1);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = sb.bridge("CHECK", "ctr-gc0", 0);
+    assert_ne!(rc, 0, "{out}");
+}

@@ -565,3 +565,31 @@ fn gc_removes_everything_of_dead_containers_only() {
     let (rc, out) = sb.bridge("CHECK", "ctr-gc0", 0);
     assert_ne!(rc, 0, "{out}");
 }
+
+#[test]
+fn repeated_add_reuses_the_lease_and_rewires() {
+    let sb = Sandbox::new(1);
+    let cid = "ctr-again";
+    let (rc, first) = sb.bridge("ADD", cid, 0);
+    assert_eq!(rc, 0, "{first}");
+    let (rc, second) = sb.bridge("ADD", cid, 0);
+    assert_eq!(rc, 0, "{second}");
+    assert_eq!(json(&first)["ips"], json(&second)["ips"]);
+    assert_eq!(sb.leases().len(), 1);
+    let rules = sb.nat_rules();
+    assert_eq!(
+        rules.matches(&format!("berth:{}:{cid}\"", sb.name)).count(),
+        1,
+        "{rules}"
+    );
+    let (rc, out) = sb.bridge("CHECK", cid, 0);
+    assert_eq!(rc, 0, "{out}");
+    let (ok, ping) = sb.exec(
+        &sb.containers[0],
+        &["busybox", "ping", "-c1", "-W3", &sb.gateway()],
+    );
+    assert!(ok, "{ping}");
+    let (rc, out) = sb.bridge("DEL", cid, 0);
+    assert_eq!(rc, 0, "{out}");
+    assert!(sb.leases().is_empty());
+}

@@ -150,6 +150,30 @@ pub fn desired(m: &Model, inst: &Instance, known: u64) -> Option<PollResponse> {
     })
 }
 
+/// The poll answer on the wire: `resp` with each awsvpc task's allocated
+/// interface added as the task's `awsvpc` field (a `berth_api::AwsvpcAttachment`;
+/// additive, so agents that do not know it ignore it).
+pub fn poll_wire(
+    m: &Model,
+    inst: &Instance,
+    resp: &PollResponse,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut v = serde_json::to_value(resp)?;
+    let enis: std::collections::BTreeMap<&str, &berth_api::AwsvpcAttachment> = m
+        .active_tasks_on(&inst.id)
+        .filter_map(|t| Some((t.arn.as_str(), &t.awsvpc.as_ref()?.attachment)))
+        .collect();
+    if let Some(tasks) = v.get_mut("tasks").and_then(serde_json::Value::as_array_mut) {
+        for t in tasks {
+            let arn = t.get("taskArn").and_then(serde_json::Value::as_str);
+            if let Some(eni) = arn.and_then(|a| enis.get(a)) {
+                t["awsvpc"] = serde_json::to_value(eni)?;
+            }
+        }
+    }
+    Ok(v)
+}
+
 pub async fn poll(
     state: &StateHandle,
     auth: Option<&str>,
@@ -177,7 +201,13 @@ pub async fn poll(
             break error(401, "Unauthorized", "instance is gone");
         };
         if let Some(resp) = desired(&snap, inst, req.known_version) {
-            break ok(&resp);
+            break match poll_wire(&snap, inst, &resp) {
+                Ok(v) => (200, v),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode poll answer");
+                    error(500, "ServerException", "internal error")
+                }
+            };
         }
         tokio::select! {
             changed = waker.changed() => {

@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod network;
 pub mod scheduler;
 pub mod sigv4;
 pub mod ssm;
@@ -48,9 +49,14 @@ pub enum CoordinatorError {
     Credentials(#[from] credentials::CredentialsError),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("--awsvpc-cidr: {0}")]
+    Network(#[from] network::NetworkError),
     #[error("listener: {0}")]
     Listener(std::io::Error),
 }
+
+/// The default awsvpc network (`--awsvpc-cidr`).
+pub const DEFAULT_AWSVPC_CIDR: &str = "10.199.0.0/16";
 
 /// Coordinator settings (the binary fills these from flags / `BERTH_*`).
 #[derive(Debug, Clone)]
@@ -64,6 +70,8 @@ pub struct Config {
     pub default_region: String,
     /// Seed for ids and placement tie-breaks (tests); random when `None`.
     pub seed: Option<u64>,
+    /// The cluster network awsvpc tasks get addresses from.
+    pub awsvpc_cidr: String,
 }
 
 impl Config {
@@ -74,6 +82,7 @@ impl Config {
             agent_timeout: Duration::from_secs(60),
             default_region: "us-east-1".into(),
             seed: None,
+            awsvpc_cidr: DEFAULT_AWSVPC_CIDR.into(),
         }
     }
 }
@@ -100,12 +109,14 @@ impl Coordinator {
             path: dir.display().to_string(),
             source,
         })?;
+        let awsvpc_cidr = network::Cidr::parse(&config.awsvpc_cidr)?;
         let credentials = credentials::load_or_create(&dir.join("credentials"))?;
         let (state, owner) = state::start(
             &dir.join("berth.db"),
             state::Settings {
                 account_id: config.account_id.clone(),
                 default_region: config.default_region.clone(),
+                awsvpc_cidr,
             },
             config.agent_timeout,
             config.seed,

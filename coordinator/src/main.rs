@@ -32,6 +32,9 @@ struct Args {
     /// Region for resources created by agents rather than signed API calls.
     #[arg(long, env = "BERTH_DEFAULT_REGION", default_value = "us-east-1")]
     default_region: String,
+    /// The network awsvpc tasks get their addresses from.
+    #[arg(long, env = "BERTH_AWSVPC_CIDR", default_value = berth_coordinator::DEFAULT_AWSVPC_CIDR)]
+    awsvpc_cidr: String,
 }
 
 /// Tells systemd we are ready, when started as Type=notify.
@@ -78,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
     config.account_id = args.account_id;
     config.agent_timeout = Duration::from_secs(args.agent_timeout_secs.max(1));
     config.default_region = args.default_region;
+    config.awsvpc_cidr = args.awsvpc_cidr;
     let coordinator = Coordinator::start(config, listener).await?;
     {
         let mut out = std::io::stdout().lock();

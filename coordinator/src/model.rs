@@ -161,6 +161,10 @@ pub struct Task {
     /// The instance's `ecs.availability-zone` attribute at placement.
     #[serde(default)]
     pub availability_zone: Option<String>,
+    /// awsvpc mode: the task's interface (address allocated at placement,
+    /// released when the task is STOPPED).
+    #[serde(default)]
+    pub awsvpc: Option<crate::network::TaskEni>,
 }
 
 impl Task {
@@ -570,6 +574,7 @@ mod tests {
             version: 1,
             tags: vec![],
             availability_zone: None,
+            awsvpc: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! overcommit an instance. Readers use snapshots and never wait on writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +34,7 @@ use crate::model::{
     Activation, Cluster, Command, Failure, Instance, Model, Tag, TagTarget, Task, TaskContainer,
     TaskDef, TokenResult,
 };
+use crate::network;
 use crate::scheduler::{self, Candidate, Need};
 use crate::store::{CommandLog, Store, StoreError};
 use crate::taskdef::{self, TaskDefRef};
@@ -59,6 +61,10 @@ pub struct Settings {
     /// Region for things created without a signed request (the `default`
     /// cluster an agent registers into).
     pub default_region: String,
+    /// The network awsvpc tasks get their addresses from. Not stored itself:
+    /// allocations live in the tasks, so a restart with another CIDR keeps
+    /// the existing tasks' addresses and allocates new ones from the new CIDR.
+    pub awsvpc_cidr: crate::network::Cidr,
 }
 
 /// Last-poll times of agents. Heartbeats are not desired state: they are kept
@@ -188,6 +194,8 @@ pub struct RunTask {
     /// `propagateTags: TASK_DEFINITION`: copy the definition's tags (the
     /// request's own tags win on a key clash).
     pub propagate_taskdef_tags: bool,
+    /// `networkConfiguration.awsvpcConfiguration`, validated.
+    pub network_configuration: Option<crate::network::AwsvpcConfiguration>,
 }
 
 /// What a planned request produced, for the handler to render.
@@ -901,6 +909,8 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
         return Err(ApiError::client("TaskDefinition is inactive"));
     }
     let (specs, req) = taskdef::containers_for_run(&td.definition, r.overrides.as_ref())?;
+    network::check_mode(&req.network_mode, r.network_configuration.is_some())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let group = r
         .group
         .clone()
@@ -993,12 +1003,42 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
     }
     let mut tasks = Vec::new();
     let empty = scheduler::DynamicPorts::default();
+    let cidr = ctx.settings.awsvpc_cidr;
+    // Addresses held by tasks that are not STOPPED (a STOPPED task's address
+    // is released and may be handed out again).
+    let mut used_ips: BTreeSet<Ipv4Addr> = m
+        .tasks
+        .values()
+        .filter(|t| t.is_active())
+        .filter_map(|t| t.awsvpc.as_ref())
+        .filter_map(|e| e.attachment.ip.parse().ok())
+        .collect();
     for (k, instance_id) in plan.placements.iter().enumerate() {
         let Some(inst) = m.instances.get(instance_id) else {
             continue;
         };
         let id = random_hex(ctx.rng, 16);
         let arn = format!("arn:aws:ecs:{region}:{account}:task/{}/{id}", cluster.name);
+        let awsvpc = match (&r.network_configuration, req.network_mode == "awsvpc") {
+            (Some(configuration), true) => match network::allocate(&cidr, &used_ips) {
+                Some(ip) => {
+                    used_ips.insert(ip);
+                    Some(network::TaskEni {
+                        attachment: network::attachment(&id, random_uuid(ctx.rng), &cidr, ip),
+                        configuration: configuration.clone(),
+                    })
+                }
+                None => {
+                    failures.push(Failure {
+                        arn: Some(inst.arn.clone()),
+                        reason: "RESOURCE:ENI".into(),
+                        detail: Some(format!("no free address in the awsvpc network {cidr}")),
+                    });
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let placed = assign_host_ports(
             &specs,
             &req.network_mode,
@@ -1070,6 +1110,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
                 .iter()
                 .find(|a| a.name == "ecs.availability-zone")
                 .and_then(|a| a.value.clone()),
+            awsvpc,
         });
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
@@ -1740,6 +1781,7 @@ mod tests {
         Settings {
             account_id: "000000000000".into(),
             default_region: "us-east-1".into(),
+            awsvpc_cidr: crate::network::Cidr::parse("10.199.0.0/16").unwrap(),
         }
     }
 
@@ -1750,13 +1792,23 @@ mod tests {
         connected: bool,
         rng: &mut StdRng,
     ) -> Result<Outcome, ApiError> {
-        let s = settings();
+        step_with(m, req, connected, rng, &settings()).map(|(o, _)| o)
+    }
+
+    /// `step` with explicit settings; also answers the applied commands.
+    fn step_with(
+        m: &mut Model,
+        req: Request,
+        connected: bool,
+        rng: &mut StdRng,
+        s: &Settings,
+    ) -> Result<(Outcome, Vec<Command>), ApiError> {
         let conn = move |_: &str| connected;
         let mut ctx = Ctx {
             now: 1000.0,
             rng,
             connected: &conn,
-            settings: &s,
+            settings: s,
         };
         let (cmds, outcome) = plan(m, req, &mut ctx)?;
         for c in &cmds {
@@ -1766,7 +1818,7 @@ mod tests {
             assert_eq!(&back, c);
             m.apply(c);
         }
-        Ok(outcome)
+        Ok((outcome, cmds))
     }
 
     fn world(connected: bool) -> (Model, StdRng) {
@@ -2023,6 +2075,169 @@ mod tests {
                     tasks: vec![busy],
                     token: None,
                 });
+            }
+        }
+    }
+
+    fn awsvpc_world() -> (Model, StdRng) {
+        let (mut m, mut rng) = world(true);
+        register_td(
+            &mut m,
+            &mut rng,
+            json!({
+                "family": "vpc", "networkMode": "awsvpc",
+                "containerDefinitions": [
+                    {"name": "web", "image": "busybox", "memory": 6, "cpu": 0,
+                     "portMappings": [{"containerPort": 80}]}]
+            }),
+        );
+        (m, rng)
+    }
+
+    fn run_vpc(count: u32, subnets: Option<Vec<&str>>) -> Request {
+        Request::RunTask(RunTask {
+            cluster: Some("c".into()),
+            task_definition: "vpc".into(),
+            count,
+            network_configuration: subnets.map(|s| crate::network::AwsvpcConfiguration {
+                subnets: s.into_iter().map(String::from).collect(),
+                ..Default::default()
+            }),
+            ..RunTask::default()
+        })
+    }
+
+    fn ip_of(m: &Model, id: &str) -> Ipv4Addr {
+        m.tasks[id]
+            .awsvpc
+            .as_ref()
+            .unwrap()
+            .attachment
+            .ip
+            .parse()
+            .unwrap()
+    }
+
+    fn stop(m: &mut Model, id: &str) {
+        let mut t = (*m.tasks[id]).clone();
+        t.last_status = TaskStatus::Stopped;
+        t.desired_status = DesiredStatus::Stopped;
+        m.apply(&Command::PutTasks {
+            tasks: vec![t],
+            token: None,
+        });
+    }
+
+    #[test]
+    fn awsvpc_hundred_tasks_distinct_addresses_released_on_stop_and_replayed() {
+        let (mut m, mut rng) = awsvpc_world();
+        let mut replay = m.clone();
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            let (out, cmds) = step_with(
+                &mut m,
+                run_vpc(10, Some(vec!["subnet-a"])),
+                true,
+                &mut rng,
+                &settings(),
+            )
+            .unwrap();
+            let Outcome::Tasks { ids: got, failures } = out else {
+                panic!("not tasks");
+            };
+            assert!(failures.is_empty(), "{failures:?}");
+            ids.extend(got);
+            for c in &cmds {
+                replay.apply(c);
+            }
+        }
+        assert_eq!(ids.len(), 100);
+        let ips: BTreeSet<Ipv4Addr> = ids.iter().map(|id| ip_of(&m, id)).collect();
+        assert_eq!(ips.len(), 100, "addresses are unique");
+        let macs: BTreeSet<String> = ids
+            .iter()
+            .map(|id| m.tasks[id].awsvpc.as_ref().unwrap().attachment.mac.clone())
+            .collect();
+        assert_eq!(macs.len(), 100);
+        let cidr = settings().awsvpc_cidr;
+        assert!(ips
+            .iter()
+            .all(|ip| cidr.contains(*ip) && *ip != cidr.gateway()));
+        // Replaying the logged commands reproduces every allocation.
+        assert_eq!(replay, m);
+
+        // Still running: its address stays taken.
+        let victim = ids[5].clone();
+        let held = ip_of(&m, &victim);
+        let Outcome::Tasks { ids: one, .. } =
+            step(&mut m, run_vpc(1, Some(vec!["s"])), true, &mut rng).unwrap()
+        else {
+            panic!("not tasks");
+        };
+        assert_ne!(ip_of(&m, &one[0]), held);
+        // STOPPED: released, and the lowest-free choice hands it out again.
+        stop(&mut m, &victim);
+        let Outcome::Tasks { ids: two, .. } =
+            step(&mut m, run_vpc(1, Some(vec!["s"])), true, &mut rng).unwrap()
+        else {
+            panic!("not tasks");
+        };
+        assert_eq!(ip_of(&m, &two[0]), held);
+        // The stopped task still shows the address it had.
+        assert_eq!(ip_of(&m, &victim), held);
+    }
+
+    #[test]
+    fn awsvpc_exhaustion_and_configuration_rules() {
+        let (mut m, mut rng) = awsvpc_world();
+        let tiny = Settings {
+            awsvpc_cidr: crate::network::Cidr::parse("10.9.0.0/29").unwrap(),
+            ..settings()
+        };
+        // A /29 holds 5 task addresses (.2 to .6).
+        let (out, _) =
+            step_with(&mut m, run_vpc(7, Some(vec!["s"])), true, &mut rng, &tiny).unwrap();
+        let Outcome::Tasks { ids, failures } = out else {
+            panic!("not tasks");
+        };
+        assert_eq!(ids.len(), 5);
+        let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(reasons, vec!["RESOURCE:ENI", "RESOURCE:ENI"]);
+        assert!(failures[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("10.9.0.0/29"));
+
+        // (task definition, networkConfiguration given, error message part)
+        let table: Vec<(&str, bool, Option<&str>)> = vec![
+            (
+                "vpc",
+                false,
+                Some("must be provided when networkMode 'awsvpc'"),
+            ),
+            ("f", true, Some("not valid for the given networkMode")),
+            ("f", false, None),
+        ];
+        for (family, given, want) in table {
+            let req = Request::RunTask(RunTask {
+                cluster: Some("c".into()),
+                task_definition: family.into(),
+                count: 1,
+                network_configuration: given.then(|| crate::network::AwsvpcConfiguration {
+                    subnets: vec!["s".into()],
+                    ..Default::default()
+                }),
+                ..RunTask::default()
+            });
+            let got = step(&mut m, req, true, &mut rng);
+            match want {
+                Some(msg) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind, ErrorKind::InvalidParameterException, "{family}");
+                    assert!(e.message.contains(msg), "{}", e.message);
+                }
+                None => assert!(got.is_ok(), "{family}"),
             }
         }
     }

@@ -348,6 +348,28 @@ pub struct NetworkBinding {
     pub protocol: String,
 }
 
+/// A task's awsvpc interface as the coordinator allocated it: the address in
+/// the cluster network, its prefix length, the network's gateway and a MAC
+/// derived from the task id. Sent to the agent in the poll response as the
+/// task's `awsvpc` field (see the coordinator's `agent_channel`); the agent's
+/// `TaskSpec` does not carry it as a struct field yet (adding one is additive
+/// on the wire: `#[serde(default)] awsvpc: Option<AwsvpcAttachment>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsvpcAttachment {
+    /// ECS attachment id (a UUID).
+    pub attachment_id: String,
+    /// `eni-` + 17 hex digits of the task id.
+    pub network_interface_id: String,
+    /// Dotted IPv4 address, e.g. `10.199.0.2`.
+    pub ip: String,
+    pub prefix_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// `02:` + 5 bytes of the task id (locally administered, unicast).
+    pub mac: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,49 @@ fn put_opt<T: serde::Serialize>(m: &mut Map<String, Value>, k: &str, v: &Option<
     }
 }
 
+/// `containers[].networkInterfaces`: the task's ENI, for awsvpc tasks.
+fn network_interfaces(t: &Task) -> Value {
+    match &t.awsvpc {
+        Some(eni) => json!([{
+            "attachmentId": eni.attachment.attachment_id,
+            "privateIpv4Address": eni.attachment.ip,
+        }]),
+        None => json!([]),
+    }
+}
+
+/// Task `attachments`: the awsvpc ENI as ECS shows it. Its status follows the
+/// task: PRECREATED until it runs, ATTACHED while it runs, DELETED once STOPPED.
+fn attachments(t: &Task) -> Value {
+    let Some(eni) = &t.awsvpc else {
+        return json!([]);
+    };
+    let status = match t.last_status {
+        TaskStatus::Stopped => "DELETED",
+        s if s >= TaskStatus::Running => "ATTACHED",
+        _ => "PRECREATED",
+    };
+    let a = &eni.attachment;
+    let subnet = eni
+        .configuration
+        .subnets
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    json!([{
+        "id": a.attachment_id,
+        "type": "ElasticNetworkInterface",
+        "status": status,
+        "details": [
+            {"name": "subnetId", "value": subnet},
+            {"name": "networkInterfaceId", "value": a.network_interface_id},
+            {"name": "macAddress", "value": a.mac},
+            {"name": "privateDnsName", "value": format!("ip-{}.ec2.internal", a.ip.replace('.', "-"))},
+            {"name": "privateIPv4Address", "value": a.ip},
+        ],
+    }])
+}
+
 pub fn task(t: &Task, with_tags: bool) -> Value {
     let containers: Vec<Value> = t
         .containers
@@ -135,7 +178,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
                         .collect(),
                 ),
             );
-            o.insert("networkInterfaces".into(), json!([]));
+            o.insert("networkInterfaces".into(), network_interfaces(t));
             o.insert("healthStatus".into(), json!("UNKNOWN"));
             o.insert("cpu".into(), json!(c.spec.cpu.to_string()));
             if let Some(mem) = c.spec.memory {
@@ -148,7 +191,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
         })
         .collect();
     let mut o = Map::new();
-    o.insert("attachments".into(), json!([]));
+    o.insert("attachments".into(), attachments(t));
     o.insert("attributes".into(), json!([]));
     put_opt(&mut o, "availabilityZone", &t.availability_zone);
     o.insert("clusterArn".into(), json!(t.cluster_arn));

@@ -49,6 +49,11 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
     }
     let (member_of, distinct_instance) = constraints(p)?;
     let strategies = strategies(p)?;
+    let network_configuration = p
+        .opt_object("networkConfiguration")?
+        .map(|o| crate::network::parse_network_configuration(&Value::Object(o.clone())))
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     Ok(RunTask {
         cluster: p.opt_str("cluster")?.map(str::to_string),
         task_definition,
@@ -72,6 +77,7 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
                 )))
             }
         },
+        network_configuration,
     })
 }
 

@@ -157,8 +157,12 @@ pub fn poll_wire(
     m: &Model,
     inst: &Instance,
     resp: &PollResponse,
+    cidr: &crate::network::Cidr,
 ) -> Result<serde_json::Value, serde_json::Error> {
     let mut v = serde_json::to_value(resp)?;
+    if !resp.deregistered {
+        v["awsvpcNetwork"] = serde_json::to_value(awsvpc_network(m, inst, cidr))?;
+    }
     let enis: std::collections::BTreeMap<&str, &berth_api::AwsvpcAttachment> = m
         .active_tasks_on(&inst.id)
         .filter_map(|t| Some((t.arn.as_str(), &t.awsvpc.as_ref()?.attachment)))
@@ -172,6 +176,43 @@ pub fn poll_wire(
         }
     }
     Ok(v)
+}
+
+/// The awsvpc membership of `inst`'s cluster: every registered instance, its
+/// underlay address and its active awsvpc tasks. Note: a change on another
+/// instance does not wake this instance's poll; the view is as of the answer.
+pub fn awsvpc_network(
+    m: &Model,
+    inst: &Instance,
+    cidr: &crate::network::Cidr,
+) -> berth_api::AwsvpcNetwork {
+    let members = m
+        .instances
+        .values()
+        .filter(|i| i.cluster == inst.cluster && i.status != "INACTIVE")
+        .map(|i| berth_api::AwsvpcMember {
+            instance_id: i.ec2_instance_id.clone(),
+            underlay_ip: i
+                .attributes
+                .iter()
+                .find(|a| a.name == berth_api::UNDERLAY_IP_ATTRIBUTE)
+                .and_then(|a| a.value.clone()),
+            overlay_subnet: cidr.to_string(),
+            endpoints: m
+                .active_tasks_on(&i.id)
+                .filter_map(|t| t.awsvpc.as_ref())
+                .map(|e| berth_api::AwsvpcEndpoint {
+                    ip: e.attachment.ip.clone(),
+                    mac: e.attachment.mac.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    berth_api::AwsvpcNetwork {
+        cidr: cidr.to_string(),
+        gateway: cidr.gateway().to_string(),
+        members,
+    }
 }
 
 pub async fn poll(
@@ -201,7 +242,7 @@ pub async fn poll(
             break error(401, "Unauthorized", "instance is gone");
         };
         if let Some(resp) = desired(&snap, inst, req.known_version) {
-            break match poll_wire(&snap, inst, &resp) {
+            break match poll_wire(&snap, inst, &resp, &state.awsvpc_cidr) {
                 Ok(v) => (200, v),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode poll answer");

@@ -5,12 +5,13 @@
 //! Code map: `http` (protocol, auth, dispatch) → `api`/`ssm`/`agent_channel`
 //! (handlers) → `state` (single owner: plan → store → apply → snapshot) →
 //! `model` (entities, commands, apply) and `store` (SQLite log + snapshots);
-//! `scheduler` is pure placement, `cql` the pure cluster query language, and
-//! `taskdef` pure task-definition logic.
+//! `scheduler` is pure placement (including bridge dynamic host ports),
+//! `network` pure awsvpc address allocation and validation, `cql` the pure
+//! cluster query language, and `taskdef` pure task-definition logic.
 //!
 //! **Architecture Invariant:** only the state owner thread (`state`) writes
 //! the model or the store; everything else reads immutable snapshots.
-//! **Architecture Invariant:** `scheduler`, `cql`, `taskdef` and
+//! **Architecture Invariant:** `scheduler`, `network`, `cql`, `taskdef` and
 //! `model::Model::apply` do no I/O and read no clock.
 
 pub mod agent_channel;

@@ -1487,6 +1487,8 @@ pub struct StateHandle {
     snapshots: watch::Receiver<Arc<Model>>,
     pub heartbeats: Arc<Heartbeats>,
     wakers: Arc<Wakers>,
+    /// The awsvpc network (for the poll answer's membership view).
+    pub awsvpc_cidr: network::Cidr,
 }
 
 /// Per-instance wake-ups: the owner signals only the instances whose desired
@@ -1609,6 +1611,7 @@ pub fn start_with(
     for i in model.instances.values().filter(|i| i.status != "INACTIVE") {
         heartbeats.beat(&i.id);
     }
+    let awsvpc_cidr = settings.awsvpc_cidr;
     let (tx, rx) = mpsc::channel(4096);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(model.clone()));
     let hb = heartbeats.clone();
@@ -1636,6 +1639,7 @@ pub fn start_with(
             snapshots: snap_rx,
             heartbeats,
             wakers,
+            awsvpc_cidr,
         },
         join,
     ))

@@ -213,6 +213,55 @@ async fn bridge_dynamic_ports_and_awsvpc_addresses_end_to_end() {
         })
         .collect();
     assert_eq!(wire, ips);
+
+    // The membership view: both instances, the second with its underlay address.
+    let act = t
+        .aws("AmazonSSM.CreateActivation", &json!({"IamRole": "berth"}))
+        .await;
+    let reg = t
+        .channel(
+            berth_api::REGISTER_PATH,
+            None,
+            &json!({
+                "activationId": act.body["ActivationId"],
+                "activationCode": act.body["ActivationCode"],
+                "cluster": "net", "hostname": "h2",
+                "resources": [{"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+                              {"name": "MEMORY", "type": "INTEGER", "integerValue": 1024}],
+                "attributes": [{"name": berth_api::UNDERLAY_IP_ATTRIBUTE, "value": "127.0.0.2"}],
+                "agentVersion": "t",
+            }),
+        )
+        .await;
+    assert_eq!(reg.status, 200, "{}", reg.body);
+    let second = reg.body["instanceId"].as_str().unwrap().to_string();
+    let r = t
+        .channel(
+            berth_api::POLL_PATH,
+            Some(&auth),
+            &json!({"knownVersion": 0, "waitMs": 0}),
+        )
+        .await;
+    let net: berth_api::AwsvpcNetwork =
+        serde_json::from_value(r.body["awsvpcNetwork"].clone()).unwrap();
+    assert_eq!(net.cidr, "10.199.0.0/16");
+    assert_eq!(net.gateway, "10.199.0.1");
+    assert_eq!(net.members.len(), 2);
+    let me = net
+        .members
+        .iter()
+        .find(|m| m.instance_id != second)
+        .unwrap();
+    let other = net
+        .members
+        .iter()
+        .find(|m| m.instance_id == second)
+        .unwrap();
+    assert_eq!(me.underlay_ip, None);
+    assert_eq!(other.underlay_ip.as_deref(), Some("127.0.0.2"));
+    assert!(other.endpoints.is_empty());
+    let endpoint_ips: BTreeSet<String> = me.endpoints.iter().map(|e| e.ip.clone()).collect();
+    assert_eq!(endpoint_ips, ips);
     // The agent's own type still reads the answer (the field is extra to it).
     let r = t
         .channel(

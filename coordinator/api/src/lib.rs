@@ -370,6 +370,45 @@ pub struct AwsvpcAttachment {
     pub mac: String,
 }
 
+/// The instance attribute an agent sets at registration to tell the
+/// coordinator its underlay (VXLAN endpoint) address.
+pub const UNDERLAY_IP_ATTRIBUTE: &str = "berth.underlay-ip";
+
+/// The cluster's awsvpc overlay as one agent needs it, sent in the poll
+/// answer as the top-level `awsvpcNetwork` field (additive: agents that do
+/// not know it ignore it). The overlay is one flat network (`cidr`, with the
+/// gateway at its first address) spanning every member instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsvpcNetwork {
+    pub cidr: String,
+    pub gateway: String,
+    pub members: Vec<AwsvpcMember>,
+}
+
+/// One instance of the cluster (the polling one included).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsvpcMember {
+    /// The `mi-` id.
+    pub instance_id: String,
+    /// From the instance's [`UNDERLAY_IP_ATTRIBUTE`]; absent if it set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ip: Option<String>,
+    /// The overlay subnet behind this member: the whole flat `cidr` (addresses
+    /// are allocated cluster-wide, not per instance).
+    pub overlay_subnet: String,
+    /// Its active awsvpc tasks' addresses (for static ARP/FDB entries).
+    pub endpoints: Vec<AwsvpcEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsvpcEndpoint {
+    pub ip: String,
+    pub mac: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,19 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{raw, signed_headers, TestCoord, ECS};
+use common::{raw, setup_cluster, signed_headers, TestCoord, ECS};
 use serde_json::{json, Value};
-
-async fn setup_cluster(t: &TestCoord, cluster: &str, memory: u32) {
-    t.ok("CreateCluster", json!({"clusterName": cluster})).await;
-    t.ok(
-        "RegisterTaskDefinition",
-        json!({"family": "app", "containerDefinitions": [
-            {"name": "c", "image": "busybox", "memory": memory}
-        ]}),
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn protocol_errors_answer_the_aws_type_and_a_4xx() {

@@ -8,19 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestCoord;
+use common::{setup_cluster, TestCoord};
 use serde_json::json;
-
-async fn setup_cluster(t: &TestCoord, cluster: &str, memory: u32) {
-    t.ok("CreateCluster", json!({"clusterName": cluster})).await;
-    t.ok(
-        "RegisterTaskDefinition",
-        json!({"family": "app", "containerDefinitions": [
-            {"name": "c", "image": "busybox", "memory": memory}
-        ]}),
-    )
-    .await;
-}
 
 /// Hundreds of agents long-polling at once: a RunTask wakes exactly the polls
 /// of the instances it placed tasks on, promptly, and the rest stay held.

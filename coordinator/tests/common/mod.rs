@@ -232,3 +232,16 @@ fn dechunk(s: &str) -> String {
     }
     out
 }
+
+/// Creates `cluster` and registers family `app` with one container of
+/// `memory` MiB.
+pub async fn setup_cluster(t: &TestCoord, cluster: &str, memory: u32) {
+    t.ok("CreateCluster", json!({"clusterName": cluster})).await;
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "app", "containerDefinitions": [
+            {"name": "c", "image": "busybox", "memory": memory}
+        ]}),
+    )
+    .await;
+}

@@ -452,6 +452,7 @@ mod tests {
             stop_code: None,
             containers: vec![],
             reserved_ports: vec![],
+            awsvpc: None,
         }
     }
 
@@ -484,6 +485,7 @@ mod tests {
                     changed: true,
                     tasks: vec![task_spec("arn:t")],
                     deregistered: false,
+                    awsvpc_network: None,
                 }
             } else {
                 PollResponse {
@@ -491,6 +493,7 @@ mod tests {
                     changed: false,
                     tasks: vec![],
                     deregistered: false,
+                    awsvpc_network: None,
                 }
             };
             (200, serde_json::to_string(&resp).expect("encode"))

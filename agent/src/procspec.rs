@@ -606,6 +606,7 @@ mod tests {
             stop_code: None,
             containers: vec![],
             reserved_ports: vec![],
+            awsvpc: None,
         };
         let def = ContainerSpec {
             name: "web".into(),

@@ -126,17 +126,24 @@ fn spec(t: &Task) -> TaskSpec {
         stop_code: t.stop_code,
         containers: t.containers.iter().map(|c| c.spec.clone()).collect(),
         reserved_ports: t.reserved_ports.clone(),
+        awsvpc: t.awsvpc.as_ref().map(|a| a.attachment.clone()),
     }
 }
 
 /// The answer for an instance at its current desired version.
-pub fn desired(m: &Model, inst: &Instance, known: u64) -> Option<PollResponse> {
+pub fn desired(
+    m: &Model,
+    inst: &Instance,
+    known: u64,
+    cidr: &crate::network::Cidr,
+) -> Option<PollResponse> {
     if inst.status == "INACTIVE" {
         return Some(PollResponse {
             version: inst.desired_version,
             changed: known != inst.desired_version,
             tasks: vec![],
             deregistered: true,
+            awsvpc_network: None,
         });
     }
     if inst.desired_version == known {
@@ -147,35 +154,8 @@ pub fn desired(m: &Model, inst: &Instance, known: u64) -> Option<PollResponse> {
         changed: true,
         tasks: m.active_tasks_on(&inst.id).map(|t| spec(t)).collect(),
         deregistered: false,
+        awsvpc_network: Some(awsvpc_network(m, inst, cidr)),
     })
-}
-
-/// The poll answer on the wire: `resp` with each awsvpc task's allocated
-/// interface added as the task's `awsvpc` field (a `berth_api::AwsvpcAttachment`;
-/// additive, so agents that do not know it ignore it).
-pub fn poll_wire(
-    m: &Model,
-    inst: &Instance,
-    resp: &PollResponse,
-    cidr: &crate::network::Cidr,
-) -> Result<serde_json::Value, serde_json::Error> {
-    let mut v = serde_json::to_value(resp)?;
-    if !resp.deregistered {
-        v["awsvpcNetwork"] = serde_json::to_value(awsvpc_network(m, inst, cidr))?;
-    }
-    let enis: std::collections::BTreeMap<&str, &berth_api::AwsvpcAttachment> = m
-        .active_tasks_on(&inst.id)
-        .filter_map(|t| Some((t.arn.as_str(), &t.awsvpc.as_ref()?.attachment)))
-        .collect();
-    if let Some(tasks) = v.get_mut("tasks").and_then(serde_json::Value::as_array_mut) {
-        for t in tasks {
-            let arn = t.get("taskArn").and_then(serde_json::Value::as_str);
-            if let Some(eni) = arn.and_then(|a| enis.get(a)) {
-                t["awsvpc"] = serde_json::to_value(eni)?;
-            }
-        }
-    }
-    Ok(v)
 }
 
 /// The awsvpc membership of `inst`'s cluster: every registered instance, its
@@ -241,14 +221,8 @@ pub async fn poll(
         let Some(inst) = snap.instances.get(&id) else {
             break error(401, "Unauthorized", "instance is gone");
         };
-        if let Some(resp) = desired(&snap, inst, req.known_version) {
-            break match poll_wire(&snap, inst, &resp, &state.awsvpc_cidr) {
-                Ok(v) => (200, v),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode poll answer");
-                    error(500, "ServerException", "internal error")
-                }
-            };
+        if let Some(resp) = desired(&snap, inst, req.known_version, &state.awsvpc_cidr) {
+            break ok(&resp);
         }
         tokio::select! {
             changed = waker.changed() => {
@@ -262,6 +236,7 @@ pub async fn poll(
                     changed: false,
                     tasks: vec![],
                     deregistered: false,
+                    awsvpc_network: None,
                 });
             }
             _ = shutdown.wait_for(|s| *s) => {
@@ -270,6 +245,7 @@ pub async fn poll(
                     changed: false,
                     tasks: vec![],
                     deregistered: false,
+                    awsvpc_network: None,
                 });
             }
         }

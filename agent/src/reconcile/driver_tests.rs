@@ -223,6 +223,7 @@ fn task(containers: Vec<ContainerSpec>) -> TaskSpec {
         stop_code: None,
         containers,
         reserved_ports: vec![],
+        awsvpc: None,
     }
 }
 

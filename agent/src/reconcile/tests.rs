@@ -38,6 +38,7 @@ fn spec(status: DesiredStatus, mode: &str) -> TaskSpec {
             },
         ],
         reserved_ports: vec![],
+        awsvpc: None,
     }
 }
 

@@ -98,6 +98,9 @@ pub struct PollResponse {
     /// The instance was deregistered: the agent stops its tasks and exits its loop.
     #[serde(default)]
     pub deregistered: bool,
+    /// The cluster's awsvpc membership as of this answer (with `changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awsvpc_network: Option<AwsvpcNetwork>,
 }
 
 /// ECS task lifecycle, in order; a report never moves a task backwards.
@@ -182,6 +185,9 @@ pub struct TaskSpec {
     /// Host ports the coordinator reserved for this task (host/bridge modes).
     #[serde(default)]
     pub reserved_ports: Vec<PortMapping>,
+    /// awsvpc tasks: the interface the coordinator allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awsvpc: Option<AwsvpcAttachment>,
 }
 
 /// A container to run: ECS `ContainerDefinition` field names, so the coordinator
@@ -350,10 +356,7 @@ pub struct NetworkBinding {
 
 /// A task's awsvpc interface as the coordinator allocated it: the address in
 /// the cluster network, its prefix length, the network's gateway and a MAC
-/// derived from the task id. Sent to the agent in the poll response as the
-/// task's `awsvpc` field (see the coordinator's `agent_channel`); the agent's
-/// `TaskSpec` does not carry it as a struct field yet (adding one is additive
-/// on the wire: `#[serde(default)] awsvpc: Option<AwsvpcAttachment>`).
+/// derived from the task id. Sent to the agent as [`TaskSpec::awsvpc`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsvpcAttachment {
@@ -374,9 +377,8 @@ pub struct AwsvpcAttachment {
 /// coordinator its underlay (VXLAN endpoint) address.
 pub const UNDERLAY_IP_ATTRIBUTE: &str = "berth.underlay-ip";
 
-/// The cluster's awsvpc overlay as one agent needs it, sent in the poll
-/// answer as the top-level `awsvpcNetwork` field (additive: agents that do
-/// not know it ignore it). The overlay is one flat network (`cidr`, with the
+/// The cluster's awsvpc overlay as one agent needs it, sent as
+/// [`PollResponse::awsvpc_network`]. The overlay is one flat network (`cidr`, with the
 /// gateway at its first address) spanning every member instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

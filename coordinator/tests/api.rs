@@ -238,13 +238,7 @@ async fn long_poll_wakes_on_run_task_and_reports_apply_once_forward_only() {
     setup_cluster(&t, "lp", 64).await;
     let (_, auth, _) = t.register_instance("lp", 1024, 1024, &[]).await;
 
-    let first = t
-        .channel(
-            berth_api::POLL_PATH,
-            Some(&auth),
-            &json!({"knownVersion": 0, "waitMs": 0}),
-        )
-        .await;
+    let first = t.poll(&auth, 0, 0).await;
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(first.body["changed"], true);
     let v = first.body["version"].as_u64().unwrap();
@@ -256,13 +250,7 @@ async fn long_poll_wakes_on_run_task_and_reports_apply_once_forward_only() {
         let auth = auth.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let r = t
-                .channel(
-                    berth_api::POLL_PATH,
-                    Some(&auth),
-                    &json!({"knownVersion": v, "waitMs": 15000}),
-                )
-                .await;
+            let r = t.poll(&auth, v, 15000).await;
             (r, start.elapsed())
         })
     };
@@ -386,13 +374,7 @@ async fn state_survives_restart_and_client_token_is_idempotent() {
     let listed = t.ok("ListTasks", json!({"cluster": "dur"})).await;
     assert_eq!(listed["taskArns"].as_array().unwrap().len(), 3);
     // The instance credentials still work after the restart.
-    let poll = t
-        .channel(
-            berth_api::POLL_PATH,
-            Some(&auth),
-            &json!({"knownVersion": 0, "waitMs": 0}),
-        )
-        .await;
+    let poll = t.poll(&auth, 0, 0).await;
     assert_eq!(poll.status, 200);
     assert_eq!(poll.body["tasks"].as_array().unwrap().len(), 3);
     t.stop().await;

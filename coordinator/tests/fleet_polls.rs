@@ -63,13 +63,7 @@ async fn many_held_polls_wake_only_where_tasks_land() {
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             // Registration left every instance at desired version 1.
-            let r = t
-                .channel(
-                    berth_api::POLL_PATH,
-                    Some(&auth),
-                    &json!({"knownVersion": 1, "waitMs": 8000}),
-                )
-                .await;
+            let r = t.poll(&auth, 1, 8000).await;
             let _ = done_tx.send((r, Instant::now()));
         });
     }

@@ -12,13 +12,7 @@ use common::TestCoord;
 use serde_json::{json, Value};
 
 async fn poll_tasks(t: &TestCoord, auth: &str) -> Vec<Value> {
-    let r = t
-        .channel(
-            berth_api::POLL_PATH,
-            Some(auth),
-            &json!({"knownVersion": 0, "waitMs": 0}),
-        )
-        .await;
+    let r = t.poll(auth, 0, 0).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["tasks"].as_array().unwrap().clone()
 }
@@ -235,13 +229,7 @@ async fn bridge_dynamic_ports_and_awsvpc_addresses_end_to_end() {
         .await;
     assert_eq!(reg.status, 200, "{}", reg.body);
     let second = reg.body["instanceId"].as_str().unwrap().to_string();
-    let r = t
-        .channel(
-            berth_api::POLL_PATH,
-            Some(&auth),
-            &json!({"knownVersion": 0, "waitMs": 0}),
-        )
-        .await;
+    let r = t.poll(&auth, 0, 0).await;
     let net: berth_api::AwsvpcNetwork =
         serde_json::from_value(r.body["awsvpcNetwork"].clone()).unwrap();
     assert_eq!(net.cidr, "10.199.0.0/16");
@@ -263,13 +251,7 @@ async fn bridge_dynamic_ports_and_awsvpc_addresses_end_to_end() {
     let endpoint_ips: BTreeSet<String> = me.endpoints.iter().map(|e| e.ip.clone()).collect();
     assert_eq!(endpoint_ips, ips);
     // The agent's own type still reads the answer (the field is extra to it).
-    let r = t
-        .channel(
-            berth_api::POLL_PATH,
-            Some(&auth),
-            &json!({"knownVersion": 0, "waitMs": 0}),
-        )
-        .await;
+    let r = t.poll(&auth, 0, 0).await;
     let typed: berth_api::PollResponse = serde_json::from_value(r.body).unwrap();
     assert_eq!(typed.tasks.len(), 5);
 

@@ -81,6 +81,16 @@ impl TestCoord {
         raw(&self.addr, path, &headers, &bytes).await
     }
 
+    /// One agent-channel long-poll as instance `auth` (`mi-id:secret`).
+    pub async fn poll(&self, auth: &str, known_version: u64, wait_ms: u64) -> Resp {
+        self.channel(
+            berth_api::POLL_PATH,
+            Some(auth),
+            &json!({"knownVersion": known_version, "waitMs": wait_ms}),
+        )
+        .await
+    }
+
     /// Creates an activation and registers an instance with the given CPU and
     /// memory; returns (`mi-` id, auth header value, container instance ARN).
     pub async fn register_instance(

@@ -7,6 +7,10 @@
 - `private_host` / `private_cluster` (function scope): everything fresh, for tests
   that kill or restart processes.
 - `containerd`, `registry`, `coordinator` (function scope) for tests of one part.
+- `fleet` (module scope): a multihost.Fleet of 3 simulated hosts (own netns,
+  containerd and agent each) sharing one coordinator and registry, for the tests
+  of one module that kill nothing; `private_fleet` (function scope) a fresh one,
+  3 hosts unless the test is marked `@pytest.mark.fleet_hosts(n)`.
 
 On a failing test, the tail of every live process log is attached to the report.
 """
@@ -16,6 +20,11 @@ from __future__ import annotations
 import pytest
 
 import harness
+import multihost
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fleet_hosts(n): number of simulated hosts of the test's private_fleet")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,6 +81,21 @@ def coordinator(tmp_path):
     c = harness.Coordinator(tmp_path)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    f = multihost.Fleet(tmp_path_factory.mktemp("fleet"), hosts=3)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def private_fleet(request, tmp_path):
+    marker = request.node.get_closest_marker("fleet_hosts")
+    f = multihost.Fleet(tmp_path, hosts=marker.args[0] if marker else 3)
+    yield f
+    f.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

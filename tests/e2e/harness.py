@@ -17,6 +17,13 @@ Objects:
 - `Host(tmpdir)`         containerd + registry (with busybox pushed) + coordinator.
 - `Cluster(host, name)`  one agent on a host registered to cluster `name`, with
                          task-definition / run / wait helpers.
+
+`Containerd`, `Registry`, `Coordinator` and `Agent` take an optional `netns` (a
+name under /run/netns or an absolute path): the process then starts under
+`nsenter --net=<netns>`, a network-namespace switch only (same mount namespace,
+so files and unix sockets stay reachable; nsenter execs, so the recorded PID is
+the process itself). `Registry(host=, port=)` and `Coordinator(listen=)` choose
+the listen address. multihost.py builds simulated hosts on these.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import mkimage  # noqa: E402
 BIN_DIR = Path(os.environ.get("BERTH_BIN_DIR", REPO / "target" / "debug"))
 REGION = "us-east-1"
 SOCKET_ROOT = Path("/run/berth-test")
+NETNS_DIR = Path("/run/netns")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
 RUNC_STATE_DIR = Path("/run/containerd/runc")
 
@@ -83,6 +91,19 @@ def require_root_and_binaries(*names: str) -> None:
             "missing binaries: " + ", ".join(missing)
             + " (build with `cargo build -p berth-coordinator -p berth-agent`, or set BERTH_BIN_DIR)"
         )
+
+
+def netns_path(netns: str) -> str:
+    """A network namespace's bind-mount path: `netns` itself if absolute, else /run/netns/<netns>."""
+    return netns if netns.startswith("/") else str(NETNS_DIR / netns)
+
+
+def in_netns(netns: str | None, argv: Iterable[str]) -> list[str]:
+    """`argv`, prefixed with `nsenter --net=<netns> --` when `netns` is set."""
+    argv = list(argv)
+    if netns is None:
+        return argv
+    return ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
 
 
 def free_port() -> int:
@@ -240,10 +261,13 @@ class LogPump:
 
 
 class Containerd:
-    """A private containerd: own root, state, gRPC/ttrpc sockets, opt dir; CRI off."""
+    """A private containerd: own root, state, gRPC/ttrpc sockets, opt dir; CRI off.
+    With `netns`, the daemon (hence its shims and host-network containers) runs in
+    that network namespace; its sockets are files, reachable from anywhere."""
 
-    def __init__(self, tmpdir: Path):
+    def __init__(self, tmpdir: Path, netns: str | None = None):
         require_root_and_binaries("containerd", "ctr", "runc", "containerd-shim-runc-v2")
+        self.netns = netns
         self.dir = Path(tmpdir) / "containerd"
         self.root = self.dir / "root"
         self.state = self.dir / "state"
@@ -307,7 +331,7 @@ disabled_plugins = [
     def start(self) -> None:
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            ["containerd", "--config", str(self.config)],
+            in_netns(self.netns, ["containerd", "--config", str(self.config)]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()
@@ -447,10 +471,12 @@ disabled_plugins = [
 
 
 class Registry:
-    """`docker-registry serve` on 127.0.0.1:<free port> with filesystem storage."""
+    """`docker-registry serve` on 127.0.0.1:<free port> with filesystem storage, or on
+    `host`:`port` inside network namespace `netns` (the port must then be free there)."""
 
-    def __init__(self, tmpdir: Path):
+    def __init__(self, tmpdir: Path, host: str = "127.0.0.1", port: int | None = None, netns: str | None = None):
         require_root_and_binaries("docker-registry")
+        self.netns = netns
         self.dir = Path(tmpdir) / "registry"
         self.storage = self.dir / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
@@ -458,9 +484,9 @@ class Registry:
         self.proc: subprocess.Popen | None = None
         ACTIVE.append(self)
         last: Exception | None = None
-        for _ in range(5):  # another process may grab the port between probe and bind
-            self.port = free_port()
-            self.addr = f"127.0.0.1:{self.port}"
+        for _ in range(5 if port is None else 1):  # another process may grab the port between probe and bind
+            self.port = port if port is not None else free_port()
+            self.addr = f"{host}:{self.port}"
             try:
                 self._start()
                 return
@@ -490,7 +516,7 @@ http:
         )
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)],
+            in_netns(self.netns, ["docker-registry", "serve", str(config)]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()
@@ -530,8 +556,11 @@ class Coordinator:
     """berth-coordinator with a data dir that survives stop/kill9/restart."""
 
     def __init__(self, tmpdir: Path, account_id: str | None = None, agent_timeout_secs: int | None = None,
-                 extra_args: Iterable[str] = (), write_credentials: bool = True):
+                 extra_args: Iterable[str] = (), write_credentials: bool = True, listen: str | None = None,
+                 netns: str | None = None):
         require_root_and_binaries("berth-coordinator")
+        self.listen = listen or "127.0.0.1:0"
+        self.netns = netns
         self.binary = BIN_DIR / "berth-coordinator"
         self.dir = Path(tmpdir) / f"coordinator-{uuid.uuid4().hex[:6]}"
         self.data_dir = self.dir / "data"
@@ -565,8 +594,9 @@ class Coordinator:
         return f"http://{self.addr}"
 
     def start(self, listen: str | None = None) -> None:
-        """Start; by default on the previous address (so agents find it again), or port 0."""
-        listen = listen or self.addr or "127.0.0.1:0"
+        """Start; by default on the previous address (so agents find it again), or on
+        the constructor's `listen` (127.0.0.1:0 unless given)."""
+        listen = listen or self.addr or self.listen
         cmd = [str(self.binary), "--listen", listen, "--data-dir", str(self.data_dir)]
         if self.account_id:
             cmd += ["--account-id", str(self.account_id)]
@@ -575,7 +605,7 @@ class Coordinator:
         cmd += self.extra_args
         err = open(self.stderr_log, "ab")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), RUST_BACKTRACE="1")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env)
+        self.proc = subprocess.Popen(in_netns(self.netns, cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env)
         err.close()
         self._pump = LogPump(self.proc.stdout, self.stdout_log)
         try:
@@ -661,12 +691,14 @@ class Coordinator:
 
 
 class Agent:
-    """berth-agent registered to `cluster` and running against `containerd`."""
+    """berth-agent registered to `cluster` and running against `containerd`; with
+    `netns`, both `register` and `run` run in that network namespace."""
 
     def __init__(self, tmpdir: Path, coordinator: Coordinator, containerd: Containerd, registry: Registry,
                  cluster: str, namespace: str = "berth", attributes: dict[str, str] | None = None,
-                 extra_run_args: Iterable[str] = ()):
+                 extra_run_args: Iterable[str] = (), netns: str | None = None):
         require_root_and_binaries("berth-agent")
+        self.netns = netns
         self.binary = BIN_DIR / "berth-agent"
         self.coordinator = coordinator
         self.containerd = containerd
@@ -698,6 +730,7 @@ class Agent:
                "--cluster", self.cluster, "--data-dir", str(self.data_dir)]
         for k, v in attributes.items():
             cmd += ["--attribute", f"{k}={v}"]
+        cmd = in_netns(self.netns, cmd)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=self._env())
         with open(self.stderr_log, "a") as f:
             f.write(f"$ {' '.join(cmd)}\n{r.stderr}")
@@ -713,6 +746,7 @@ class Agent:
                "--containerd-socket", str(self.containerd.socket),
                "--insecure-registry", self.registry.addr,
                "--namespace", self.namespace, *self.extra_run_args]
+        cmd = in_netns(self.netns, cmd)
         err = open(self.stderr_log, "ab")
         out = open(self.stdout_log, "ab")
         err.write(f"$ {' '.join(cmd)}\n".encode())

@@ -127,6 +127,33 @@ pub fn comments_with_prefix(prefix: &str) -> Result<Vec<String>, IptablesError> 
 /// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds the
 /// masquerade rule for `ip`.
 pub fn ensure_masquerade(ip: &str, subnet: &str, comment: &str) -> Result<(), IptablesError> {
+    ensure_rule(&masquerade_rule(ip, subnet, comment))
+}
+
+/// The rule arguments (after `-A CHAIN`) masquerading traffic from anywhere
+/// in `subnet` to anywhere outside it (a whole overlay network's egress).
+pub fn subnet_masquerade_rule(subnet: &str, comment: &str) -> Vec<String> {
+    [
+        "-s",
+        subnet,
+        "!",
+        "-d",
+        subnet,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+        "-j",
+        "MASQUERADE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds
+/// `rule` (arguments after `-A CHAIN`) exactly once.
+pub fn ensure_rule(rule: &[String]) -> Result<(), IptablesError> {
     let (exists, _, _) = run(&["-t", "nat", "-S", CHAIN])?;
     if !exists {
         let (created, _, stderr) = run(&["-t", "nat", "-N", CHAIN])?;
@@ -142,7 +169,6 @@ pub fn ensure_masquerade(ip: &str, subnet: &str, comment: &str) -> Result<(), Ip
     if !run(&["-t", "nat", "-C", "POSTROUTING", "-j", CHAIN])?.0 {
         must(&["-t", "nat", "-A", "POSTROUTING", "-j", CHAIN])?;
     }
-    let rule = masquerade_rule(ip, subnet, comment);
     let mut check: Vec<&str> = vec!["-t", "nat", "-C", CHAIN];
     check.extend(rule.iter().map(String::as_str));
     if !run(&check)?.0 {

@@ -13,12 +13,20 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressScope};
+use netlink_packet_route::link::{
+    InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use netlink_packet_route::AddressFamily;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 
 /// Errors from netlink and namespace operations.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +123,7 @@ pub struct LinkSummary {
     pub mac: Option<[u8; 6]>,
     pub master: Option<u32>,
     pub up: bool,
+    pub mtu: Option<u32>,
 }
 
 fn summarize(msg: &LinkMessage) -> LinkSummary {
@@ -124,11 +133,13 @@ fn summarize(msg: &LinkMessage) -> LinkSummary {
         mac: None,
         master: None,
         up: msg.header.flags.contains(LinkFlags::Up),
+        mtu: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => s.name.clone_from(n),
             LinkAttribute::Controller(m) => s.master = Some(*m),
+            LinkAttribute::Mtu(m) => s.mtu = Some(*m),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(a);
@@ -421,6 +432,342 @@ pub fn delete_netns(path: &Path) -> Result<(), NetlinkError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_ns_err(path, "remove")(e)),
+    }
+}
+
+/// Sets a link's MTU.
+pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(req(format!("set mtu {mtu} on link {index}")))
+}
+
+/// Sets a link's hardware address.
+pub async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(req(format!(
+            "set address {} on link {index}",
+            format_mac(&mac)
+        )))
+}
+
+/// Creates a bridge named `name` (no address, down). An existing link of
+/// that name is not an error.
+pub async fn create_bridge(handle: &Handle, name: &str) -> Result<(), NetlinkError> {
+    match handle
+        .link()
+        .add(LinkBridge::new(name).build())
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => Ok(()),
+        Err(e) => Err(req(format!("create bridge {name}"))(e)),
+    }
+}
+
+/// The VXLAN parameters Berth sets and compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanParams {
+    pub vni: u32,
+    pub local: Option<Ipv4Addr>,
+    /// Index of the underlay link (`dev`).
+    pub link: Option<u32>,
+    pub port: u16,
+    pub learning: bool,
+    /// ARP suppression: answer ARP from the device's neighbour table.
+    pub proxy: bool,
+}
+
+fn vxlan_params(msg: &LinkMessage) -> Option<VxlanParams> {
+    let infos = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => Some(infos),
+        _ => None,
+    })?;
+    let data = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
+        _ => None,
+    })?;
+    let mut p = VxlanParams {
+        vni: 0,
+        local: None,
+        link: None,
+        port: 0,
+        learning: true,
+        proxy: false,
+    };
+    for d in data {
+        match d {
+            InfoVxlan::Id(v) => p.vni = *v,
+            InfoVxlan::Local(ip) => p.local = Some(*ip),
+            InfoVxlan::Link(i) => p.link = Some(*i),
+            InfoVxlan::Port(port) => p.port = *port,
+            InfoVxlan::Learning(l) => p.learning = *l,
+            InfoVxlan::Proxy(x) => p.proxy = *x,
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+/// Looks a link up by name and, if it is a VXLAN device, returns its
+/// parameters too (`None` parameters for any other kind of link).
+pub async fn get_vxlan(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<(LinkSummary, Option<VxlanParams>)>, NetlinkError> {
+    let mut stream = handle.link().get().match_name(name.to_string()).execute();
+    match stream.try_next().await {
+        Ok(Some(msg)) => Ok(Some((summarize(&msg), vxlan_params(&msg)))),
+        Ok(None) => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(req(format!("get link {name}"))(e)),
+    }
+}
+
+/// Creates a VXLAN device with `params` and `mtu` (down, no controller).
+pub async fn create_vxlan(
+    handle: &Handle,
+    name: &str,
+    params: &VxlanParams,
+    mtu: u32,
+) -> Result<(), NetlinkError> {
+    let mut b = LinkVxlan::new(name, params.vni)
+        .port(params.port)
+        .learning(params.learning)
+        .proxy(params.proxy)
+        .mtu(mtu);
+    if let Some(local) = params.local {
+        b = b.local(local);
+    }
+    if let Some(link) = params.link {
+        b = b.dev(link);
+    }
+    match handle.link().add(b.build()).execute().await {
+        Ok(()) => Ok(()),
+        // A concurrent caller created it; the caller re-reads and verifies.
+        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => Ok(()),
+        Err(e) => Err(req(format!("create vxlan {name}"))(e)),
+    }
+}
+
+/// One IPv4 address of the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4AddrInfo {
+    pub index: u32,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    /// Scope `global` (universe).
+    pub global: bool,
+}
+
+/// Every IPv4 address in the handle's namespace.
+pub async fn list_ipv4_addresses(handle: &Handle) -> Result<Vec<Ipv4AddrInfo>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut stream = handle.address().get().execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list addresses"))? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                out.push(Ipv4AddrInfo {
+                    index: msg.header.index,
+                    ip: *ip,
+                    prefix: msg.header.prefix_len,
+                    global: msg.header.scope == AddressScope::Universe,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The IPv4 default route's output link and preferred source, if there is a
+/// default route (with or without a gateway).
+pub async fn default_route_source(
+    handle: &Handle,
+) -> Result<Option<(u32, Option<Ipv4Addr>)>, NetlinkError> {
+    let mut stream = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list routes"))? {
+        if msg.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let mut oif = None;
+        let mut src = None;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => src = Some(*ip),
+                _ => {}
+            }
+        }
+        if let Some(oif) = oif {
+            return Ok(Some((oif, src)));
+        }
+    }
+    Ok(None)
+}
+
+fn mac_of(bytes: &[u8]) -> Option<[u8; 6]> {
+    <[u8; 6]>::try_from(bytes).ok()
+}
+
+/// Permanent IPv4 neighbour entries (ip -> MAC) on link `index`.
+pub async fn list_neighbours(
+    handle: &Handle,
+    index: u32,
+) -> Result<Vec<(Ipv4Addr, [u8; 6])>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut stream = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list neighbours"))? {
+        if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
+            continue;
+        }
+        let mut ip = None;
+        let mut mac = None;
+        for attr in &msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(mac)) = (ip, mac) {
+            out.push((ip, mac));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds (or replaces) a permanent neighbour entry `ip -> mac` on link `index`.
+pub async fn add_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> Result<(), NetlinkError> {
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(ip))
+        .link_layer_address(&mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(req(format!("add neighbour {ip} on link {index}")))
+}
+
+/// Deletes the neighbour entry for `ip` on link `index`; absent is fine.
+pub async fn del_neighbour(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match handle.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => Ok(()),
+        Err(e) => Err(req(format!("delete neighbour {ip} on link {index}"))(e)),
+    }
+}
+
+/// The device's own forwarding entries (`bridge fdb ... self`) on link
+/// `index` that carry a remote IPv4 destination: (MAC, remote).
+pub async fn list_fdb(
+    handle: &Handle,
+    index: u32,
+) -> Result<Vec<([u8; 6], Ipv4Addr)>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut stream = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute();
+    while let Some(msg) = stream.try_next().await.map_err(req("list fdb"))? {
+        if msg.header.ifindex != index || !msg.header.flags.contains(NeighbourFlags::Own) {
+            continue;
+        }
+        let mut dst = None;
+        let mut mac = None;
+        for attr in &msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                    dst = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                }
+                NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+                _ => {}
+            }
+        }
+        if let (Some(mac), Some(dst)) = (mac, dst) {
+            out.push((mac, dst));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds (or replaces) a permanent `mac -> dst` forwarding entry on the
+/// device itself (`bridge fdb replace MAC dev DEV dst DST self permanent`).
+pub async fn add_fdb(
+    handle: &Handle,
+    index: u32,
+    mac: [u8; 6],
+    dst: Ipv4Addr,
+) -> Result<(), NetlinkError> {
+    handle
+        .neighbours()
+        .add_bridge(index, &mac)
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .destination(IpAddr::V4(dst))
+        .replace()
+        .execute()
+        .await
+        .map_err(req(format!(
+            "add fdb {} -> {dst} on link {index}",
+            format_mac(&mac)
+        )))
+}
+
+/// Deletes the device's `mac -> dst` forwarding entry; absent is fine.
+pub async fn del_fdb(
+    handle: &Handle,
+    index: u32,
+    mac: [u8; 6],
+    dst: Ipv4Addr,
+) -> Result<(), NetlinkError> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.header.state = NeighbourState::Permanent;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    match handle.neighbours().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => Ok(()),
+        Err(e) => Err(req(format!(
+            "delete fdb {} -> {dst} on link {index}",
+            format_mac(&mac)
+        ))(e)),
     }
 }
 

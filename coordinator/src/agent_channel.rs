@@ -137,20 +137,21 @@ pub fn desired(
     known: u64,
     cidr: &crate::network::Cidr,
 ) -> Option<PollResponse> {
+    let version = m.poll_version(inst);
     if inst.status == "INACTIVE" {
         return Some(PollResponse {
-            version: inst.desired_version,
-            changed: known != inst.desired_version,
+            version,
+            changed: known != version,
             tasks: vec![],
             deregistered: true,
             awsvpc_network: None,
         });
     }
-    if inst.desired_version == known {
+    if version == known {
         return None;
     }
     Some(PollResponse {
-        version: inst.desired_version,
+        version,
         changed: true,
         tasks: m.active_tasks_on(&inst.id).map(|t| spec(t)).collect(),
         deregistered: false,
@@ -159,8 +160,8 @@ pub fn desired(
 }
 
 /// The awsvpc membership of `inst`'s cluster: every registered instance, its
-/// underlay address and its active awsvpc tasks. Note: a change on another
-/// instance does not wake this instance's poll; the view is as of the answer.
+/// underlay address and its active awsvpc tasks. A change anywhere in it
+/// bumps the cluster's awsvpc epoch, which wakes every member's poll.
 pub fn awsvpc_network(
     m: &Model,
     inst: &Instance,
@@ -172,11 +173,7 @@ pub fn awsvpc_network(
         .filter(|i| i.cluster == inst.cluster && i.status != "INACTIVE")
         .map(|i| berth_api::AwsvpcMember {
             instance_id: i.ec2_instance_id.clone(),
-            underlay_ip: i
-                .attributes
-                .iter()
-                .find(|a| a.name == berth_api::UNDERLAY_IP_ATTRIBUTE)
-                .and_then(|a| a.value.clone()),
+            underlay_ip: crate::model::underlay_of(i).map(str::to_string),
             overlay_subnet: cidr.to_string(),
             endpoints: m
                 .active_tasks_on(&i.id)
@@ -232,7 +229,7 @@ pub async fn poll(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 break ok(&PollResponse {
-                    version: inst.desired_version,
+                    version: snap.poll_version(inst),
                     changed: false,
                     tasks: vec![],
                     deregistered: false,
@@ -241,7 +238,7 @@ pub async fn poll(
             }
             _ = shutdown.wait_for(|s| *s) => {
                 break ok(&PollResponse {
-                    version: inst.desired_version,
+                    version: snap.poll_version(inst),
                     changed: false,
                     tasks: vec![],
                     deregistered: false,

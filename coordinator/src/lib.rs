@@ -54,6 +54,48 @@ pub enum CoordinatorError {
     Network(#[from] network::NetworkError),
     #[error("listener: {0}")]
     Listener(std::io::Error),
+    #[error("--awsvpc-cidr {wanted}: this data directory's awsvpc network is {recorded}; tasks hold addresses in it, so it cannot change")]
+    AwsvpcCidrChanged { recorded: String, wanted: String },
+}
+
+/// The awsvpc network of the data directory `dir`: recorded in
+/// `dir/awsvpc-cidr` on first start (from `wanted` or the default) and fixed
+/// from then on; a different `wanted` later is refused.
+fn awsvpc_cidr(
+    dir: &std::path::Path,
+    wanted: Option<&str>,
+) -> Result<network::Cidr, CoordinatorError> {
+    let path = dir.join("awsvpc-cidr");
+    let io = |source| CoordinatorError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(network::Cidr::parse(s.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    let wanted = wanted.map(network::Cidr::parse).transpose()?;
+    match (recorded, wanted) {
+        (Some(r), Some(w)) if r != w => Err(CoordinatorError::AwsvpcCidrChanged {
+            recorded: r.to_string(),
+            wanted: w.to_string(),
+        }),
+        (Some(r), _) => Ok(r),
+        (None, w) => {
+            let cidr = match w {
+                Some(w) => w,
+                None => network::Cidr::parse(DEFAULT_AWSVPC_CIDR)?,
+            };
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{cidr}\n")).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(cidr)
+        }
+    }
 }
 
 /// The default awsvpc network (`--awsvpc-cidr`).
@@ -71,8 +113,9 @@ pub struct Config {
     pub default_region: String,
     /// Seed for ids and placement tie-breaks (tests); random when `None`.
     pub seed: Option<u64>,
-    /// The cluster network awsvpc tasks get addresses from.
-    pub awsvpc_cidr: String,
+    /// The cluster network awsvpc tasks get addresses from. `None`: the one
+    /// recorded in the data directory, else [`DEFAULT_AWSVPC_CIDR`].
+    pub awsvpc_cidr: Option<String>,
 }
 
 impl Config {
@@ -83,7 +126,7 @@ impl Config {
             agent_timeout: Duration::from_secs(60),
             default_region: "us-east-1".into(),
             seed: None,
-            awsvpc_cidr: DEFAULT_AWSVPC_CIDR.into(),
+            awsvpc_cidr: None,
         }
     }
 }
@@ -110,7 +153,7 @@ impl Coordinator {
             path: dir.display().to_string(),
             source,
         })?;
-        let awsvpc_cidr = network::Cidr::parse(&config.awsvpc_cidr)?;
+        let awsvpc_cidr = awsvpc_cidr(dir, config.awsvpc_cidr.as_deref())?;
         let credentials = credentials::load_or_create(&dir.join("credentials"))?;
         let (state, owner) = state::start(
             &dir.join("berth.db"),
@@ -184,5 +227,38 @@ impl Coordinator {
         // Requests still in the owner's queue are committed before it stops.
         self.state.stop().await;
         let _ = tokio::task::spawn_blocking(move || self.owner.join()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awsvpc_cidr_is_recorded_once_and_never_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        // (flag given, expected result) in order, on one data directory.
+        let steps: &[(Option<&str>, Result<&str, &str>)] = &[
+            (Some("10.77.0.0/24"), Ok("10.77.0.0/24")),
+            (None, Ok("10.77.0.0/24")),
+            (Some("10.77.0.9/24"), Ok("10.77.0.0/24")),
+            (Some("10.78.0.0/24"), Err("cannot change")),
+            (Some("bogus"), Err("invalid CIDR")),
+        ];
+        for (wanted, expected) in steps {
+            match (awsvpc_cidr(d, *wanted), expected) {
+                (Ok(c), Ok(want)) => assert_eq!(c.to_string(), *want, "{wanted:?}"),
+                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{wanted:?}: {e}"),
+                (got, _) => panic!("{wanted:?}: unexpected {:?}", got.map(|c| c.to_string())),
+            }
+        }
+        let fresh = tempfile::tempdir().expect("tmp");
+        let c = awsvpc_cidr(fresh.path(), None).expect("default");
+        assert_eq!(c.to_string(), DEFAULT_AWSVPC_CIDR);
+        assert_eq!(
+            std::fs::read_to_string(fresh.path().join("awsvpc-cidr")).expect("recorded"),
+            "10.199.0.0/16\n"
+        );
     }
 }

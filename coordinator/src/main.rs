@@ -32,9 +32,11 @@ struct Args {
     /// Region for resources created by agents rather than signed API calls.
     #[arg(long, env = "BERTH_DEFAULT_REGION", default_value = "us-east-1")]
     default_region: String,
-    /// The network awsvpc tasks get their addresses from.
-    #[arg(long, env = "BERTH_AWSVPC_CIDR", default_value = berth_coordinator::DEFAULT_AWSVPC_CIDR)]
-    awsvpc_cidr: String,
+    /// The network awsvpc tasks get their addresses from (default
+    /// 10.199.0.0/16). Recorded in the data directory on first start; a
+    /// different value later is refused.
+    #[arg(long, env = "BERTH_AWSVPC_CIDR")]
+    awsvpc_cidr: Option<String>,
 }
 
 /// Tells systemd we are ready, when started as Type=notify.

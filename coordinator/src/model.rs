@@ -21,6 +21,14 @@ use berth_api::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// An instance's underlay (VXLAN endpoint) address attribute, if set.
+pub fn underlay_of(i: &Instance) -> Option<&str> {
+    i.attributes
+        .iter()
+        .find(|a| a.name == berth_api::UNDERLAY_IP_ATTRIBUTE)
+        .and_then(|a| a.value.as_deref())
+}
+
 /// Epoch seconds, fractional, as ECS's JSON carries timestamps.
 pub type Timestamp = f64;
 
@@ -296,6 +304,13 @@ pub struct Model {
     pub active_by_instance: BTreeMap<String, Arc<BTreeSet<String>>>,
     pub tokens: BTreeMap<String, TokenResult>,
     pub activations: BTreeMap<String, Arc<Activation>>,
+    /// Cluster name → awsvpc membership epoch: bumped whenever an awsvpc
+    /// task becomes active or stops, or an instance with an underlay address
+    /// joins or leaves, or its underlay address changes. Fleets without
+    /// awsvpc never bump it. Part of every member's poll
+    /// version, so a membership change wakes every agent of the cluster.
+    #[serde(default)]
+    pub awsvpc_epochs: BTreeMap<String, u64>,
 }
 
 impl Model {
@@ -312,6 +327,16 @@ impl Model {
 
     pub fn task_def(&self, family: &str, revision: u32) -> Option<&Arc<TaskDef>> {
         self.families.get(family)?.revisions.get(&revision)
+    }
+
+    /// The version an agent's long-poll compares: the instance's desired
+    /// version plus its cluster's awsvpc epoch (both only grow).
+    pub fn poll_version(&self, inst: &Instance) -> u64 {
+        inst.desired_version + self.awsvpc_epochs.get(&inst.cluster).copied().unwrap_or(0)
+    }
+
+    fn bump_awsvpc_epoch(&mut self, cluster: &str) {
+        *self.awsvpc_epochs.entry(cluster.to_string()).or_default() += 1;
     }
 
     /// Active (not STOPPED) tasks on an instance.
@@ -382,6 +407,9 @@ impl Model {
                     .insert(instance.ec2_instance_id.clone(), instance.id.clone());
                 self.instances
                     .insert(instance.id.clone(), Arc::new(instance.clone()));
+                if underlay_of(instance).is_some() {
+                    self.bump_awsvpc_epoch(&instance.cluster);
+                }
             }
             Command::DeregisterInstance { id, tasks } => {
                 for t in tasks {
@@ -392,6 +420,10 @@ impl Model {
                     i.status = "INACTIVE".to_string();
                     i.version += 1;
                     i.desired_version += 1;
+                    let (cluster, member) = (i.cluster.clone(), underlay_of(i).is_some());
+                    if member {
+                        self.bump_awsvpc_epoch(&cluster);
+                    }
                 }
             }
             Command::SetInstanceStatus { ids, status } => {
@@ -422,8 +454,13 @@ impl Model {
             } => {
                 if let Some(i) = self.instances.get_mut(instance) {
                     let i = Arc::make_mut(i);
+                    let before = underlay_of(i).map(str::to_string);
                     i.attributes = attributes.clone();
                     i.version += 1;
+                    if underlay_of(i) != before.as_deref() {
+                        let cluster = i.cluster.clone();
+                        self.bump_awsvpc_epoch(&cluster);
+                    }
                 }
             }
             Command::SetTaskDefStatus {
@@ -488,6 +525,9 @@ impl Model {
             None => true,
             Some(o) => o.is_active() != t.is_active(),
         };
+        if t.awsvpc.is_some() && resources_changed {
+            self.bump_awsvpc_epoch(&t.cluster);
+        }
         if t.is_active() {
             let set = self
                 .active_by_instance

@@ -1508,14 +1508,27 @@ impl Wakers {
         )
     }
 
-    /// Wakes the pollers of every instance whose desired version differs
-    /// between `old` and `new`.
+    /// Wakes the pollers of every instance whose poll version differs
+    /// between `old` and `new` (its own desired state, or its cluster's
+    /// awsvpc membership).
     fn wake_changed(&self, old: &Model, new: &Model) {
         let Ok(m) = self.senders.lock() else {
             return;
         };
+        let epochs_changed: Vec<&String> = new
+            .awsvpc_epochs
+            .iter()
+            .filter(|(c, e)| old.awsvpc_epochs.get(*c) != Some(e))
+            .map(|(c, _)| c)
+            .collect();
         for (id, inst) in &new.instances {
             let before = old.instances.get(id);
+            if epochs_changed.contains(&&inst.cluster) {
+                if let Some(tx) = m.get(id) {
+                    tx.send_replace(new.poll_version(inst));
+                }
+                continue;
+            }
             if before.is_some_and(|b| Arc::ptr_eq(b, inst)) {
                 continue;
             }
@@ -1524,7 +1537,7 @@ impl Wakers {
             });
             if changed {
                 if let Some(tx) = m.get(id) {
-                    tx.send_replace(inst.desired_version);
+                    tx.send_replace(new.poll_version(inst));
                 }
             }
         }

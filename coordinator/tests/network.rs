@@ -278,3 +278,83 @@ async fn bridge_dynamic_ports_and_awsvpc_addresses_end_to_end() {
     );
     t.stop().await;
 }
+
+/// An awsvpc task placed on one instance, and its stop, wake the long-poll
+/// of every other instance in the cluster with the new membership.
+#[tokio::test]
+async fn awsvpc_membership_changes_wake_other_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestCoord::start(dir.path()).await;
+    t.ok("CreateCluster", json!({"clusterName": "w"})).await;
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "vpc", "networkMode": "awsvpc", "containerDefinitions": [
+            {"name": "c", "image": "busybox", "memory": 16}
+        ]}),
+    )
+    .await;
+    let (_, _auth_a, arn_a) = t.register_instance("w", 1024, 1024, &[]).await;
+    // No memory: nothing is ever placed on B; it only watches.
+    let (_, auth_b, _) = t.register_instance("w", 1024, 0, &[]).await;
+    let first = t.poll(&auth_b, 0, 0).await;
+    let v0 = first.body["version"].as_u64().unwrap();
+
+    let waiting = {
+        let auth = auth_b.clone();
+        let addr = t.addr.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let body = serde_json::to_vec(&json!({"knownVersion": v0, "waitMs": 15000})).unwrap();
+            let headers = vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                (berth_api::INSTANCE_AUTH_HEADER.to_string(), auth),
+            ];
+            let r = common::raw(&addr, berth_api::POLL_PATH, &headers, &body).await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "w", "taskDefinition": "vpc",
+                   "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["s"]}}}),
+        )
+        .await;
+    assert_eq!(run["tasks"][0]["containerInstanceArn"], arn_a.as_str());
+    let (r, waited) = waiting.await.unwrap();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "woken late: {waited:?}"
+    );
+    assert_eq!(r.body["changed"], true, "{}", r.body);
+    let v1 = r.body["version"].as_u64().unwrap();
+    assert!(v1 > v0);
+    let net: berth_api::AwsvpcNetwork =
+        serde_json::from_value(r.body["awsvpcNetwork"].clone()).unwrap();
+    let endpoints: Vec<&berth_api::AwsvpcEndpoint> = net
+        .members
+        .iter()
+        .flat_map(|m| m.endpoints.iter())
+        .collect();
+    assert_eq!(endpoints.len(), 1, "{net:?}");
+    assert_eq!(r.body["tasks"], json!([]), "nothing runs on B");
+
+    // Unchanged membership: B's poll with the new version times out unchanged.
+    let idle = t.poll(&auth_b, v1, 300).await;
+    assert_eq!(idle.body["changed"], false);
+
+    // A leaving (deregistered with its task) is a membership change too.
+    t.ok(
+        "DeregisterContainerInstance",
+        json!({"cluster": "w", "containerInstance": arn_a, "force": true}),
+    )
+    .await;
+    let r = t.poll(&auth_b, v1, 5000).await;
+    assert_eq!(r.body["changed"], true, "{}", r.body);
+    let net: berth_api::AwsvpcNetwork =
+        serde_json::from_value(r.body["awsvpcNetwork"].clone()).unwrap();
+    assert_eq!(net.members.len(), 1, "{net:?}");
+    assert!(net.members[0].endpoints.is_empty());
+    t.stop().await;
+}

@@ -9,8 +9,9 @@
 - `containerd`, `registry`, `coordinator` (function scope) for tests of one part.
 - `fleet` (module scope): a multihost.Fleet of 3 simulated hosts (own netns,
   containerd and agent each) sharing one coordinator and registry, for the tests
-  of one module that kill nothing; `private_fleet` (function scope) a fresh one,
-  3 hosts unless the test is marked `@pytest.mark.fleet_hosts(n)`.
+  of one module that kill nothing; `private_fleet` (function scope) a fresh one:
+  3 hosts, or the `multihost.Fleet` keyword arguments of the test's
+  `@pytest.mark.fleet(hosts=2, agent_timeout_secs=25)` marker.
 
 On a failing test, the tail of every live process log is attached to the report.
 """
@@ -24,7 +25,7 @@ import multihost
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fleet_hosts(n): number of simulated hosts of the test's private_fleet")
+    config.addinivalue_line("markers", "fleet(**kwargs): multihost.Fleet arguments of the test's private_fleet")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,8 +93,8 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture
 def private_fleet(request, tmp_path):
-    marker = request.node.get_closest_marker("fleet_hosts")
-    f = multihost.Fleet(tmp_path, hosts=marker.args[0] if marker else 3)
+    marker = request.node.get_closest_marker("fleet")
+    f = multihost.Fleet(tmp_path, **(marker.kwargs if marker else {}))
     yield f
     f.close()
 

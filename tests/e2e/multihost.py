@@ -31,9 +31,11 @@ Topology of one `Fleet` (K in 1..250 is chosen per fleet, see below):
   `close()` is idempotent and collects every error before raising.
 
 API (for tests; bridge/awsvpc tests build on it):
-- `Fleet(tmpdir, hosts=3, cluster=None, coordinator_args=(), agent_args=())`:
-  `coordinator_args` are extra `berth-coordinator` flags (e.g. `--awsvpc-cidr`),
-  `agent_args` extra `berth-agent run` flags given to every host.
+- `Fleet(tmpdir, hosts=3, cluster=None, coordinator_args=(), agent_args=(),
+  agent_timeout_secs=None)`: `coordinator_args` are extra `berth-coordinator`
+  flags (e.g. `--awsvpc-cidr`), `agent_args` extra `berth-agent run` flags given
+  to every host; `agent_timeout_secs` how soon a silent agent shows
+  `agentConnected: false` (keep it above the agent's 20 s long-poll).
 - `fleet.ecs()` a new boto3 ECS client; `fleet.client` a shared one;
   `fleet.coordinator` (harness.Coordinator: `aws()`, `kill9()`, `restart()`),
   `fleet.registry`, `fleet.image` (pushed busybox ref), `fleet.cluster`,
@@ -268,7 +270,8 @@ class Fleet:
     module docstring for the topology and the API)."""
 
     def __init__(self, tmpdir: Path, hosts: int = 3, cluster: str | None = None,
-                 coordinator_args: Iterable[str] = (), agent_args: Iterable[str] = ()):
+                 coordinator_args: Iterable[str] = (), agent_args: Iterable[str] = (),
+                 agent_timeout_secs: int | None = None):
         harness.require_root_and_binaries("ip", "nsenter", "containerd", "docker-registry",
                                           "berth-coordinator", "berth-agent")
         self.id = secrets.token_hex(3)
@@ -301,7 +304,8 @@ class Fleet:
                 f.write(f"fleet {self.id}: underlay {self.subnet} (lock {self._lock.path}), cluster {self.cluster}\n")
             self._setup_underlay()
             self.coordinator = harness.Coordinator(self.dir, listen=f"{self.gateway}:0", netns=self.infra,
-                                                   extra_args=self.coordinator_args)
+                                                   extra_args=self.coordinator_args,
+                                                   agent_timeout_secs=agent_timeout_secs)
             self.registry = harness.Registry(self.dir, host=self.gateway, port=REGISTRY_PORT, netns=self.infra)
             self.image = self.registry.push_busybox()
             self.client = self.ecs()

@@ -152,7 +152,7 @@ def test_none_mode_sees_only_loopback(fleet):
         assert_host_empty(host)
 
 
-@pytest.mark.fleet_hosts(1)
+@pytest.mark.fleet(hosts=1)
 def test_host_joining_later_gets_tasks(private_fleet):
     fleet = private_fleet
     first = fleet.hosts[0]
@@ -174,7 +174,7 @@ def test_host_joining_later_gets_tasks(private_fleet):
     wait_http(joined, f"http://{first.ip}:8082/", "late")
 
 
-@pytest.mark.fleet_hosts(2)
+@pytest.mark.fleet(hosts=2, agent_timeout_secs=25)
 def test_agent_kill9_on_one_host(private_fleet):
     """A host's agent dies with kill -9: its host-mode task keeps serving, the agent
     comes back to the same containers, and the other host is unaffected."""
@@ -189,7 +189,12 @@ def test_agent_kill9_on_one_host(private_fleet):
 
     victim.kill9_agent()
     victim.wait_agent_connected(False, timeout=60)
+    assert other.container_instance()["agentConnected"] is True
     wait_http(other, f"http://{victim.ip}:8083/", "survivor")
+    # Placement skips the disconnected instance: a new task goes to the other host.
+    td2 = fleet.register_taskdef([fleet.container(command=["true"])], network_mode="none")
+    placed, failures = fleet.run_and_wait(td2, status="STOPPED")
+    assert failures == [] and fleet.host_of(placed[0]) is other, (placed, failures)
     victim.restart_agent()
     victim.wait_agent_connected(True)
     assert victim.ctr_tasks() == before
@@ -202,7 +207,7 @@ def test_agent_kill9_on_one_host(private_fleet):
     assert_host_empty(other)
 
 
-@pytest.mark.fleet_hosts(2)
+@pytest.mark.fleet(hosts=2)
 def test_fleet_close_leaves_nothing(private_fleet):
     fleet = private_fleet
     td = fleet.register_taskdef([httpd_container(fleet, 8084, "bye")], network_mode="host")

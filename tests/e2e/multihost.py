@@ -24,6 +24,11 @@ Topology of one `Fleet` (K in 1..250 is chosen per fleet, see below):
 - K: a fleet takes an exclusive `flock` on /run/berth-e2e/underlay-K.lock for the
   first K that is free (and whose 10.250.K.0/24 no root-netns address or route
   overlaps), held for the fleet's life, so pytest-xdist workers never collide.
+- What the hosts share, because only the network namespace differs: the
+  filesystem (/run/netns, /var/lib/cni, lock files: per-host state must live
+  under the agent's data dir or other per-host paths), the mount of /sys (so
+  /sys/class/net in a host shows the root namespace's links: use netlink or
+  /proc/net, which follow the caller's namespace), cgroups and PIDs.
 - Teardown (`close()`, also when setup fails half-way): running tasks are stopped
   through the API, then agents, containerds (with their shims, mounts and runc
   state), registry and coordinator are stopped by recorded PID; then the root

@@ -229,3 +229,18 @@ def test_fleet_close_leaves_nothing(private_fleet):
     assert not lock.exists()
     assert not harness.mounts_under(fleet.dir)
     fleet.close()  # idempotent
+
+
+def test_fleet_setup_failure_leaves_nothing(tmp_path):
+    """A fleet whose first host's agent cannot start (a bad flag) tears down what it made:
+    coordinator, registry, containerd, namespaces and links."""
+    with pytest.raises(harness.HarnessError, match="exited at once"):
+        multihost.Fleet(tmp_path, hosts=2, agent_args=["--no-such-flag"])
+    [fleet_dir] = tmp_path.glob("fleet-*")
+    fleet_id = fleet_dir.name.removeprefix("fleet-")
+    log = (fleet_dir / "fleet.log").read_text()
+    assert f"netns add bh-{fleet_id}-0" in log, log
+    assert not [n for n in multihost.netns_names() if fleet_id in n]
+    assert not [l for l in multihost.root_links() if fleet_id in l]
+    assert not harness.mounts_under(tmp_path)
+    assert not [p for p in harness.all_pids() if any(str(fleet_dir) in a for a in harness.proc_cmdline(p))]

@@ -223,6 +223,36 @@ pub fn task_interface(net: &Network) -> Result<TaskInterface, CniError> {
     })
 }
 
+/// The network configuration (stdin) for one task on `cfg`'s overlay, as a
+/// runtime hands it to the plugin with the `ips` and `mac` capabilities
+/// filled in. `name` is the CNI network name.
+pub fn network_config(
+    cfg: &OverlayConfig,
+    name: &str,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "berth-awsvpc",
+        "bridge": cfg.bridge,
+        "vxlan": cfg.vxlan,
+        "vni": cfg.vni,
+        "cidr": cfg.cidr.to_string(),
+        "underlayIP": cfg.underlay_ip.to_string(),
+        "capabilities": {"ips": true, "mac": true},
+        "runtimeConfig": {
+            "ips": [format!("{ip}/{}", cfg.cidr.prefix())],
+            "mac": netlink::format_mac(&mac),
+        },
+    });
+    if let Some(mtu) = cfg.mtu {
+        v["mtu"] = mtu.into();
+    }
+    v
+}
+
 /// The host-side veth name and the temporary peer name: `vpc`/`vp` + hex of
 /// sha256(container id, ifname) (distinct from `berth-bridge`'s `veth…`).
 pub fn veth_names(container_id: &str, ifname: &str) -> (String, String) {
@@ -661,6 +691,24 @@ mod tests {
                     "{stdin}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn network_config_round_trips() {
+        let cidr: Ipv4Net = "10.199.0.0/16".parse().unwrap();
+        let mut cfg = OverlayConfig::new(cidr, "10.250.3.2".parse().unwrap());
+        let mac = [2, 1, 2, 3, 4, 5];
+        for mtu in [None, Some(1400)] {
+            cfg.mtu = mtu;
+            let v = network_config(&cfg, "net", "10.199.0.7".parse().unwrap(), mac);
+            let net = parse_config(v.to_string().as_bytes()).unwrap();
+            assert_eq!(net.overlay(net.underlay_ip.unwrap()), cfg);
+            let t = task_interface(&net).unwrap();
+            assert_eq!(
+                (t.ip.to_string(), t.prefix, t.mac),
+                ("10.199.0.7".into(), 16, mac)
+            );
         }
     }
 

@@ -56,8 +56,52 @@ pub enum OverlayError {
         want: VxlanParams,
         got: Option<VxlanParams>,
     },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("several errors: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Multiple(Vec<OverlayError>),
+}
+
+/// Where [`ensure`]'s per-bridge lock files live.
+pub const LOCK_DIR: &str = "/run/berth";
+/// The IPv4 forwarding switch of the calling thread's namespace.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OverlayError {
+    let path = path.to_path_buf();
+    move |source| OverlayError::Io { path, source }
+}
+
+/// Holds an exclusive `flock` on `LOCK_DIR/awsvpc-<bridge>.lock`, so
+/// concurrent plugin ADDs and the agent never interleave their checks and
+/// changes (a duplicate NAT rule, say).
+fn lock(bridge: &str) -> Result<nix::fcntl::Flock<std::fs::File>, OverlayError> {
+    let dir = Path::new(LOCK_DIR);
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(format!("awsvpc-{bridge}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io_err(&path)(std::io::Error::from(errno)))
+}
+
+/// Turns IPv4 forwarding on in the calling thread's namespace (egress of
+/// tasks through the masquerade rule needs it).
+fn enable_forwarding() -> Result<(), OverlayError> {
+    let path = Path::new(IP_FORWARD);
+    let now = std::fs::read_to_string(path).map_err(io_err(path))?;
+    if now.trim() != "1" {
+        std::fs::write(path, "1").map_err(io_err(path))?;
+    }
+    Ok(())
 }
 
 mod cidr_serde {
@@ -110,6 +154,19 @@ pub fn valid_ifname(s: &str) -> bool {
 }
 
 impl OverlayConfig {
+    /// The default names (`bvpc0`, `bvx0`), VNI and derived MTU for `cidr`
+    /// with this host's `underlay_ip`.
+    pub fn new(cidr: Ipv4Net, underlay_ip: Ipv4Addr) -> Self {
+        Self {
+            bridge: default_bridge(),
+            vxlan: default_vxlan(),
+            vni: DEFAULT_VNI,
+            cidr,
+            underlay_ip,
+            mtu: None,
+        }
+    }
+
     /// The anycast gateway: the first address of the network.
     pub fn gateway(&self) -> Ipv4Addr {
         self.cidr.gateway()
@@ -243,11 +300,14 @@ pub struct HostOverlay {
 
 /// Ensures the bridge (gateway address and MAC, MTU, up), the VXLAN device
 /// (right VNI/local/underlay link/port, no learning, ARP proxy, enslaved,
-/// up) and the egress masquerade rule. Idempotent; a VXLAN device with other
+/// up), IPv4 forwarding and the egress masquerade rule. Idempotent and
+/// serialized per bridge name by a lock file; a VXLAN device with other
 /// parameters is deleted and recreated (its entries then come back with the
 /// next [`sync`]).
 pub async fn ensure(handle: &Handle, cfg: &OverlayConfig) -> Result<HostOverlay, OverlayError> {
+    let _lock = lock(&cfg.bridge)?;
     let out = ensure_links(handle, cfg).await?;
+    enable_forwarding()?;
     iptables::ensure_rule(&iptables::subnet_masquerade_rule(
         &cfg.cidr.to_string(),
         &cfg.nat_comment(),

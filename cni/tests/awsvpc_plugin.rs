@@ -209,8 +209,38 @@ fn links(ns: &str) -> Vec<String> {
     .collect()
 }
 
+/// Neighbour, FDB and link counters of the given namespaces, for failures.
+fn diagnose(namespaces: &[&str]) -> String {
+    let mut out = String::new();
+    for ns in namespaces {
+        for args in [
+            &["ip", "neigh", "show"][..],
+            &["bridge", "fdb", "show"][..],
+            &["ip", "-s", "-d", "link", "show"][..],
+            &["cat", "/proc/sys/net/ipv4/ip_forward"][..],
+        ] {
+            out += &format!("== {ns}: {args:?}\n{}\n", exec(ns, args).1);
+        }
+    }
+    out
+}
+
 fn ping(ns: &str, ip: &str) -> (bool, String) {
     exec(ns, &["busybox", "ping", "-c1", "-W2", ip])
+}
+
+/// A ping that may take up to three tries (the first can race a neighbour
+/// entry still failing from an earlier, deliberately unanswered attempt).
+fn reach(ns: &str, ip: &str) -> (bool, String) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (ok, out) = ping(ns, ip);
+        if ok {
+            return (true, out);
+        }
+        last = out;
+    }
+    (false, last)
 }
 
 #[test]
@@ -257,7 +287,7 @@ fn add_check_del_roundtrip() {
         "{route}"
     );
     assert!(must(&task, &["ip", "-o", "link", "show", "lo"]).contains("UP"));
-    let (ok, out) = ping(&task, GATEWAY);
+    let (ok, out) = reach(&task, GATEWAY);
     assert!(ok, "ping gateway: {out}");
 
     // The host side: bridge with the gateway, vxlan with the right knobs,
@@ -453,6 +483,64 @@ fn version_and_bad_input_give_cni_errors() {
 }
 
 #[test]
+fn concurrent_adds_on_a_fresh_host() {
+    let mut lab = Lab::new();
+    let host = lab.lone_host("h", 1);
+    let tasks: Vec<String> = (0..4).map(|i| lab.netns(&format!("t{i}"))).collect();
+    let u = Some(lab.underlay(1));
+    let ip = |i: usize| format!("10.199.1.{}", 10 + i);
+    let mac = |i: usize| format!("02:00:00:00:01:{:02x}", 10 + i);
+    let results: Vec<(i32, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (host, conf) = (&host, config(&ip(i), &mac(i), u));
+                let path = ns_path(t).to_string_lossy().into_owned();
+                s.spawn(move || plugin(host, "ADD", &format!("task-par{i}"), &path, &conf))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ADD thread"))
+            .collect()
+    });
+    for (i, (rc, out)) in results.iter().enumerate() {
+        assert_eq!(*rc, 0, "ADD {i}: {out}");
+        assert_eq!(json(out)["ips"][0]["address"], format!("{}/16", ip(i)));
+    }
+    let nat = must(&host, &["iptables", "-w", "-t", "nat", "-S"]);
+    assert_eq!(nat.matches("berth-awsvpc:bvpc0").count(), 1, "{nat}");
+    let host_links = links(&host);
+    assert_eq!(
+        host_links.iter().filter(|l| l.starts_with("vpc")).count(),
+        4,
+        "{host_links:?}"
+    );
+    for (i, t) in tasks.iter().enumerate() {
+        let path = ns_path(t).to_string_lossy().into_owned();
+        let conf = config(&ip(i), &mac(i), u);
+        let (rc, out) = plugin(&host, "CHECK", &format!("task-par{i}"), &path, &conf);
+        assert_eq!(rc, 0, "CHECK {i}: {out}");
+    }
+    // Tasks on one host talk over the bridge without any overlay entries.
+    for i in 1..4 {
+        let (ok, out) = reach(&tasks[0], &ip(i));
+        assert!(ok, "t0 -> t{i}: {out}");
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let path = ns_path(t).to_string_lossy().into_owned();
+        let conf = config(&ip(i), &mac(i), u);
+        let (rc, out) = plugin(&host, "DEL", &format!("task-par{i}"), &path, &conf);
+        assert_eq!(rc, 0, "DEL {i}: {out}");
+    }
+    assert!(!links(&host).iter().any(|l| l.starts_with("vp")));
+    overlay::teardown_in(Some(&ns_path(&host)), &overlay_config(lab.underlay(1)))
+        .expect("teardown");
+    assert_eq!(links(&host), vec!["lo", "u0", "u0p"]);
+}
+
+#[test]
 fn ensure_recreates_a_wrong_vxlan_and_is_idempotent() {
     let mut lab = Lab::new();
     let host = lab.lone_host("h", 1);
@@ -591,14 +679,48 @@ fn two_hosts_reach_each_other_over_the_overlay() {
 
     // Task to task by overlay address, both ways; ARP for the remote
     // address was answered locally by the vxlan proxy with the right MAC.
-    let (ok, out) = ping(&t1, ip2);
-    assert!(ok, "t1 -> t2 over the overlay: {out}");
-    let (ok, out) = ping(&t2, ip1);
+    // The earlier unanswered attempt left a failing neighbour entry in T1.
+    must(&t1, &["ip", "neigh", "flush", "all"]);
+    let (ok, out) = reach(&t1, ip2);
+    assert!(
+        ok,
+        "t1 -> t2 over the overlay: {out}\n{}",
+        diagnose(&[&h1, &h2, &t1, &t2])
+    );
+    let (ok, out) = reach(&t2, ip1);
     assert!(ok, "t2 -> t1 over the overlay: {out}");
     let arp = must(&t1, &["ip", "neigh", "show", ip2]);
     assert!(arp.contains(mac2), "{arp}");
     // The gateway answers locally on each host.
-    assert!(ping(&t2, GATEWAY).0);
+    assert!(reach(&t2, GATEWAY).0);
+    // Egress leaves through the host's masquerade rule: T1 reaches H2's
+    // underlay address, which has no route back to the overlay.
+    assert_eq!(
+        must(&h1, &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    let (ok, out) = reach(&t1, &u2.to_string());
+    assert!(ok, "t1 -> h2's underlay through NAT: {out}");
+    let nat = must(
+        &h1,
+        &[
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-L",
+            "BERTH-POSTROUTING",
+            "-v",
+            "-n",
+        ],
+    );
+    let hits: u64 = nat
+        .lines()
+        .find(|l| l.contains("berth-awsvpc:bvpc0"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(hits >= 1, "masquerade rule never matched: {nat}");
 
     // Removing the peer on H1 breaks T1 -> T2.
     let d = overlay::sync_in(Some(&p1h), &cfg1, &[]).expect("sync h1 empty");
@@ -631,7 +753,8 @@ fn two_hosts_reach_each_other_over_the_overlay() {
     assert_eq!(d.add, vec![p2]);
     assert_eq!(d.remove.len(), 1, "{:?}", d.remove);
     assert_eq!(d.remove[0].mac, [2, 0, 0, 0, 9, 9]);
-    let (ok, out) = ping(&t1, ip2);
+    must(&t1, &["ip", "neigh", "flush", "all"]);
+    let (ok, out) = reach(&t1, ip2);
     assert!(ok, "t1 -> t2 after re-adding: {out}");
 
     // DEL leaves no veth; teardown leaves nothing of the overlay.

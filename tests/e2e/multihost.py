@@ -73,7 +73,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -198,8 +197,8 @@ class SimHost:
 
     def _setup(self) -> None:
         f = self.fleet
-        f._created_netns.append(self.netns)
         f._ip("netns", "add", self.netns)
+        f._created_netns.append(self.netns)  # only once made: the name could be taken
         f._ip("link", "set", "lo", "up", netns=self.netns)
         f._ip("link", "add", self.bridge_port, "type", "veth", "peer", "name", "eth0", "netns", self.netns,
               netns=f.infra)
@@ -292,6 +291,7 @@ class Fleet:
         self.hosts: list[SimHost] = []
         self.coordinator: harness.Coordinator | None = None
         self.registry: harness.Registry | None = None
+        self.client = None
         self._lock: UnderlayLock | None = None
         self._created_netns: list[str] = []
         self._created_root_links: list[str] = []
@@ -330,8 +330,8 @@ class Fleet:
         return ip(*args, netns=netns, check=check, log=self.log)
 
     def _setup_underlay(self) -> None:
-        self._created_netns.append(self.infra)
         self._ip("netns", "add", self.infra)
+        self._created_netns.append(self.infra)  # only once made: the name could be taken
         self._ip("link", "set", "lo", "up", netns=self.infra)
         # STP off and no forward delay: a new port forwards at once. A fixed MAC:
         # otherwise the bridge takes its lowest port's, which changes as hosts join
@@ -340,8 +340,8 @@ class Fleet:
                  "stp_state", "0", "forward_delay", "0", netns=self.infra)
         self._ip("addr", "add", f"{self.gateway}/24", "dev", "br0", netns=self.infra)
         self._ip("link", "set", "br0", "up", netns=self.infra)
-        self._created_root_links.append(self.root_veth)
         self._ip("link", "add", self.root_veth, "type", "veth", "peer", "name", "up0", "netns", self.infra)
+        self._created_root_links.append(self.root_veth)
         self._ip("link", "set", "up0", "master", "br0", "up", netns=self.infra)
         self._ip("addr", "add", f"{self.root_ip}/24", "dev", self.root_veth)
         self._ip("link", "set", self.root_veth, "up")
@@ -426,13 +426,16 @@ class Fleet:
     # ------------------------------------------------------------ teardown
 
     def _stop_running_tasks(self) -> None:
-        if self.coordinator is None or not self.coordinator.running():
+        if self.client is None or self.coordinator is None or not self.coordinator.running():
             return
         if not any(h.agent is not None and h.agent.running() for h in self.hosts):
             return
         arns = self.client.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", [])
         for arn in arns:
             self.client.stop_task(cluster=self.cluster, task=arn, reason="fleet teardown")
+        # Only a running agent reports its tasks stopped; containerd teardown kills the rest.
+        live = {h.agent.arn for h in self.hosts if h.agent is not None and h.agent.running()}
+        arns = [t["taskArn"] for t in (self.describe(arns) if arns else []) if t.get("containerInstanceArn") in live]
         if arns:
             try:
                 wait_for(lambda: all(t["lastStatus"] == "STOPPED" for t in self.describe(arns)),

@@ -62,6 +62,10 @@ def test_fleet_comes_up(fleet):
     arns = [h.instance_arn for h in fleet.hosts]
     assert len(set(arns)) == 3, arns
     assert set(fleet.client.list_container_instances(cluster=fleet.cluster)["containerInstanceArns"]) == set(arns)
+    # The AWS CLI reaches the coordinator in the infra namespace too.
+    listed = fleet.coordinator.aws("ecs", "list-container-instances", "--cluster", fleet.cluster)
+    assert set(listed["containerInstanceArns"]) == set(arns), listed
+    assert fleet.coordinator.endpoint == f"http://{fleet.gateway}:{fleet.coordinator.addr.rsplit(':', 1)[1]}"
     out = fleet.client.describe_container_instances(cluster=fleet.cluster, containerInstances=arns)
     assert out["failures"] == []
     by_arn = {ci["containerInstanceArn"]: ci for ci in out["containerInstances"]}

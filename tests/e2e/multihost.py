@@ -29,10 +29,13 @@ Topology of one `Fleet` (K in 1..250 is chosen per fleet, see below):
   under the agent's data dir or other per-host paths), the mount of /sys (so
   /sys/class/net in a host shows the root namespace's links: use netlink or
   /proc/net, which follow the caller's namespace), cgroups and PIDs.
+- The underlay is one plain L2 segment with MTU 1500 (veths and a bridge with
+  no filtering in the infra namespace); an overlay on it must fit (VXLAN: 1450).
 - Teardown (`close()`, also when setup fails half-way): running tasks are stopped
   through the API, then agents, containerds (with their shims, mounts and runc
   state), registry and coordinator are stopped by recorded PID; then the root
-  veth and every namespace the fleet made are deleted and the lock released.
+  veth and every namespace the fleet made are deleted, mounts left under the
+  fleet's dir unmounted (reported on stderr), and the lock released.
   `close()` is idempotent and collects every error before raising.
 
 API (for tests; bridge/awsvpc tests build on it):
@@ -468,6 +471,12 @@ class Fleet:
                 part.close()
             except Exception as e:  # noqa: BLE001
                 errors.append(f"{type(part).__name__}: {e!r}")
+        # Mounts left under the fleet's dir (e.g. a task's netns bind mount in an agent
+        # data dir, kept when the agent died before its task stopped) would keep
+        # their namespace alive and make the tmp dir unremovable.
+        leftovers = harness.unmount_all_under(self.dir)
+        if leftovers:
+            print(f"fleet {self.id} teardown: had to unmount {leftovers}", file=sys.stderr)
         existing_links = root_links()
         for link in self._created_root_links:
             if link in existing_links:

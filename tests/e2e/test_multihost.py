@@ -2,7 +2,8 @@
 a test underlay with its own real containerd and berth-agent, one coordinator,
 boto3 as the client (see multihost.py). Covers the `host` and `none` network
 modes across hosts, host-port placement, a host joining later, an agent
-`kill -9` on one host, and that a fleet's teardown leaves nothing behind.
+`kill -9` on one host, a coordinator `kill -9` in the infra namespace, and that
+a fleet's teardown (also after a failed setup) leaves nothing behind.
 
 The tests that kill nothing share one module-scoped 3-host fleet and stop their
 tasks before returning, so each sees every host port free."""
@@ -248,3 +249,29 @@ def test_fleet_setup_failure_leaves_nothing(tmp_path):
     assert not [l for l in multihost.root_links() if fleet_id in l]
     assert not harness.mounts_under(tmp_path)
     assert not [p for p in harness.all_pids() if any(str(fleet_dir) in a for a in harness.proc_cmdline(p))]
+
+
+@pytest.mark.fleet(hosts=2)
+def test_coordinator_kill9_restart_in_infra_namespace(private_fleet):
+    """The coordinator restarts on the same underlay address inside the infra
+    namespace; every host's agent reconnects and placement goes on."""
+    fleet = private_fleet
+    td = fleet.register_taskdef([httpd_container(fleet, 8085, "steady")], network_mode="host")
+    tasks, failures = fleet.run_and_wait(td)
+    assert failures == []
+    server = fleet.host_of(tasks[0])
+    addr = fleet.coordinator.addr
+
+    fleet.coordinator.kill9()
+    fleet.coordinator.start()
+    assert fleet.coordinator.addr == addr
+    for h in fleet.hosts:
+        h.wait_agent_connected(timeout=60)
+    assert fleet.describe_one(tasks[0]["taskArn"])["lastStatus"] == "RUNNING"
+    client = next(h for h in fleet.hosts if h is not server)
+    wait_http(client, f"http://{server.ip}:8085/", "steady")
+
+    more, failures = fleet.run_and_wait(td)
+    assert failures == [] and fleet.host_of(more[0]) is client, (more, failures)
+    stopped = fleet.stop_and_wait([tasks[0]["taskArn"], more[0]["taskArn"]])
+    assert [t["containers"][0]["exitCode"] for t in stopped] == [0, 0], stopped

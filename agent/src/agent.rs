@@ -14,6 +14,8 @@ use tracing::{error, info, warn};
 
 use crate::channel::{self, ChannelClient, ChannelError};
 use crate::config::PullBehavior;
+use crate::network::plan::NetSettings;
+use crate::network::{underlay, CniNetworks};
 use crate::reconcile::driver::{Driver, DriverConfig, DriverError, Outcome};
 use crate::resources::{self, HostOptions, ResourcesError};
 use crate::runtime::Runtime;
@@ -113,6 +115,7 @@ pub async fn run<R: Runtime>(
     data_dir: &Path,
     coordinator_override: Option<&str>,
     pull_behavior: PullBehavior,
+    net: Option<NetSettings>,
     shutdown: impl Future<Output = ()> + Send,
     on_ready: impl FnOnce() + Send,
 ) -> Result<Outcome, AgentError> {
@@ -132,6 +135,13 @@ pub async fn run<R: Runtime>(
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let mut cfg = DriverConfig::new(data_dir.to_path_buf());
     cfg.pull_behavior = pull_behavior;
+    if let Some(mut net) = net {
+        if net.underlay_ip.is_none() {
+            net.underlay_ip = underlay::towards(coordinator);
+        }
+        info!(underlay = ?net.underlay_ip, cni_path = ?net.cni_path, "task networking with CNI");
+        cfg.networks = Arc::new(CniNetworks::new(net, identity.instance_id.clone()));
+    }
     let (driver, events) = Driver::new(Arc::new(runtime), cfg, reports_tx)?;
     let known = driver.known_version();
     let reporter = tokio::spawn({

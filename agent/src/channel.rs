@@ -169,6 +169,7 @@ pub async fn poll_loop(
                         version: resp.version,
                         tasks: resp.tasks,
                         deregistered: resp.deregistered,
+                        awsvpc_network: resp.awsvpc_network,
                     };
                     if events.send(event).is_err() {
                         return;
@@ -508,6 +509,7 @@ mod tests {
                 version,
                 tasks,
                 deregistered,
+                ..
             } => {
                 assert_eq!(version, 5);
                 assert_eq!(tasks.len(), 1);

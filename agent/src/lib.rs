@@ -32,6 +32,7 @@ pub mod backoff;
 pub mod channel;
 pub mod config;
 pub mod logs;
+pub mod network;
 pub mod notify;
 pub mod procspec;
 pub mod reconcile;

@@ -12,6 +12,8 @@ use anyhow::Context;
 use berth_agent::agent::{self, RegisterOptions};
 use berth_agent::backoff::Backoff;
 use berth_agent::config::{self, FileConfig, RunFlags};
+use berth_agent::network::plan::NetSettings;
+use berth_agent::network::underlay;
 use berth_agent::reconcile::driver::Outcome;
 use berth_agent::resources::{self, HostOptions};
 use berth_agent::runtime::containerd::ContainerdRuntime;
@@ -65,6 +67,11 @@ struct RegisterArgs {
     /// Register again even if this data directory is already registered.
     #[arg(long)]
     force: bool,
+    /// This host's underlay (VXLAN endpoint) address, registered as the
+    /// `berth.underlay-ip` attribute; default: the source address towards
+    /// the coordinator.
+    #[arg(long, env = "BERTH_UNDERLAY_IP")]
+    underlay_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Args)]
@@ -103,6 +110,62 @@ struct RunArgs {
     /// `prefer-cached`/`once` (use an image already on the host).
     #[arg(long, env = "BERTH_IMAGE_PULL_BEHAVIOR")]
     image_pull_behavior: Option<String>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// Task networking (bridge, awsvpc, none) through CNI plugins.
+#[derive(Args)]
+struct NetArgs {
+    /// Only the modes runc handles itself (host, none); no CNI plugins.
+    #[arg(long, env = "BERTH_NO_CNI")]
+    no_cni: bool,
+    /// Directories searched for CNI plugins (default: the agent's own
+    /// directory, /usr/lib/cni, /opt/cni/bin).
+    #[arg(long, env = "BERTH_CNI_PATH", value_delimiter = ':')]
+    cni_path: Vec<PathBuf>,
+    /// Directory with operator conflists `bridge.conflist` / `awsvpc.conflist`
+    /// used instead of the built-in chains.
+    #[arg(long, env = "BERTH_CNI_CONF_DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// Subnet of the per-host bridge network (default 172.31.0.0/20).
+    #[arg(long, env = "BERTH_BRIDGE_SUBNET")]
+    bridge_subnet: Option<String>,
+    /// Underlay (VXLAN endpoint) address; default: the source address towards
+    /// the coordinator.
+    #[arg(long, env = "BERTH_UNDERLAY_IP")]
+    underlay_ip: Option<std::net::Ipv4Addr>,
+    /// VXLAN network identifier of the awsvpc overlay (default 4199).
+    #[arg(long, env = "BERTH_VXLAN_VNI")]
+    vxlan_vni: Option<u32>,
+    /// MTU of the overlay (default: underlay MTU - 50).
+    #[arg(long, env = "BERTH_OVERLAY_MTU")]
+    overlay_mtu: Option<u32>,
+}
+
+impl NetArgs {
+    fn settings(self, data_dir: &std::path::Path) -> Option<NetSettings> {
+        if self.no_cni {
+            return None;
+        }
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from));
+        let mut s = NetSettings::new(data_dir, exe_dir);
+        if !self.cni_path.is_empty() {
+            s.cni_path = self.cni_path;
+        }
+        s.conf_dir = self.cni_conf_dir;
+        if let Some(subnet) = self.bridge_subnet {
+            s.bridge_subnet = subnet;
+        }
+        s.underlay_ip = self.underlay_ip;
+        if let Some(vni) = self.vxlan_vni {
+            s.vni = vni;
+        }
+        s.mtu = self.overlay_mtu;
+        Some(s)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,12 +188,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let custom_attributes = args
+    let mut custom_attributes = args
         .attributes
         .iter()
         .filter(|a| !a.is_empty())
         .map(|a| resources::parse_attribute(a))
         .collect::<Result<Vec<_>, _>>()?;
+    if !custom_attributes
+        .iter()
+        .any(|a| a.name == berth_api::UNDERLAY_IP_ATTRIBUTE)
+    {
+        let underlay = args
+            .underlay_ip
+            .or_else(|| underlay::towards(&args.coordinator));
+        if let Some(ip) = underlay {
+            custom_attributes.push(resources::parse_attribute(&format!(
+                "{}={ip}",
+                berth_api::UNDERLAY_IP_ATTRIBUTE
+            ))?);
+        }
+    }
     let opts = RegisterOptions {
         coordinator: args.coordinator,
         activation_id: args.activation_id,
@@ -169,6 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         file,
     )?;
     agent::ensure_data_dir(&settings.data_dir)?;
+    let net = args.net.settings(&settings.data_dir);
 
     // SIGTERM/SIGINT from here on end the agent cleanly, even while it is
     // still waiting for containerd.
@@ -214,6 +292,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &settings.data_dir,
         settings.coordinator.as_deref(),
         settings.pull_behavior,
+        net,
         stopped(stop_rx),
         || match berth_agent::notify::notify("READY=1") {
             Ok(true) => info!("notified systemd: READY=1"),

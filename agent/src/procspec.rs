@@ -33,8 +33,6 @@ const MAX_CONTAINER_ID: usize = 76;
 pub enum ProcSpecError {
     #[error("CannotStartContainerError: container {0}: no command specified (neither the image nor the definition has an entrypoint or command)")]
     NoCommand(String),
-    #[error("CannotStartContainerError: network mode {0} is not supported yet by this Berth agent (host and none are)")]
-    UnsupportedNetworkMode(String),
     #[error("CannotStartContainerError: container {container} depends on unknown container {dependency}")]
     UnknownDependency {
         container: String,
@@ -152,19 +150,15 @@ pub fn container_id(task_arn: &str, container_name: &str) -> String {
     id
 }
 
-/// Network namespace for an ECS network mode (empty means ECS's default, bridge).
-pub fn network_namespace(mode: &str) -> Result<NetworkNamespace, ProcSpecError> {
-    match mode {
-        "host" => Ok(NetworkNamespace::Host),
-        "none" => Ok(NetworkNamespace::New),
-        "" => Err(ProcSpecError::UnsupportedNetworkMode("bridge".into())),
-        other => Err(ProcSpecError::UnsupportedNetworkMode(other.to_string())),
-    }
+/// A task's name in the agent's directories (logs, network records and
+/// namespaces): its sanitised task id.
+pub fn task_dir_name(task_arn: &str) -> String {
+    sanitize(task_id(task_arn))
 }
 
-/// Name of a task's log directory under `DATA_DIR/logs`: its sanitised task id.
+/// Name of a task's log directory under `DATA_DIR/logs`.
 pub fn log_dir_name(task_arn: &str) -> String {
-    sanitize(task_id(task_arn))
+    task_dir_name(task_arn)
 }
 
 /// `DATA_DIR/logs/<task id>/<container>.{stdout,stderr}.log`.
@@ -257,9 +251,9 @@ pub fn create_request(
     def: &ContainerSpec,
     image: &ImageConfig,
     logs_dir: &Path,
+    network: NetworkNamespace,
 ) -> Result<CreateRequest, ProcSpecError> {
     let process = merge_process(image, def)?;
-    let network = network_namespace(&task.network_mode)?;
     let mut labels: BTreeMap<String, String> = def.docker_labels.clone();
     labels.insert(LABEL_TASK_ARN.into(), task.task_arn.clone());
     labels.insert(LABEL_CONTAINER_NAME.into(), def.name.clone());
@@ -496,33 +490,6 @@ mod tests {
         assert_eq!(task_id(arn), "0123456789abcdef0123456789abcdef");
     }
 
-    #[test]
-    fn network_modes() {
-        let cases: &[(&str, Result<NetworkNamespace, ProcSpecError>)] = &[
-            ("host", Ok(NetworkNamespace::Host)),
-            ("none", Ok(NetworkNamespace::New)),
-            (
-                "",
-                Err(ProcSpecError::UnsupportedNetworkMode("bridge".into())),
-            ),
-            (
-                "bridge",
-                Err(ProcSpecError::UnsupportedNetworkMode("bridge".into())),
-            ),
-            (
-                "awsvpc",
-                Err(ProcSpecError::UnsupportedNetworkMode("awsvpc".into())),
-            ),
-        ];
-        for (mode, expected) in cases {
-            assert_eq!(&network_namespace(mode), expected, "{mode:?}");
-        }
-        assert_eq!(
-            network_namespace("bridge").expect_err("unsupported").to_string(),
-            "CannotStartContainerError: network mode bridge is not supported yet by this Berth agent (host and none are)"
-        );
-    }
-
     fn with_deps(name: &str, deps: &[(&str, &str)]) -> ContainerSpec {
         ContainerSpec {
             name: name.into(),
@@ -620,7 +587,14 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let req = create_request(&task, &def, &image(), Path::new("/d/logs")).expect("valid");
+        let req = create_request(
+            &task,
+            &def,
+            &image(),
+            Path::new("/d/logs"),
+            NetworkNamespace::New,
+        )
+        .expect("valid");
         assert_eq!(req.id, "abc-web");
         assert_eq!(req.memory_limit, Some(64 * MIB));
         assert_eq!(req.memory_reservation, Some(32 * MIB));

@@ -232,6 +232,8 @@ fn wire_up(
 ) -> Result<CniResult, BridgeError> {
     let gateway = net.subnet.gateway();
     let prefix = net.subnet.prefix();
+    // Port mappings (DNAT) and outbound masquerade both forward.
+    netlink::enable_ipv4_forwarding()?;
     let (host, peer) = veth_names(&env.container_id, &env.ifname);
     let bridge = net.config.bridge.clone();
     let (host_c, peer_c, netns_c) = (host.clone(), peer.clone(), netns.to_path_buf());

@@ -52,6 +52,30 @@ pub enum NetlinkError {
     },
     #[error("netlink worker thread panicked")]
     ThreadPanicked,
+    #[error("sysctl {path}: {source}")]
+    Sysctl {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The IPv4 forwarding switch of the calling thread's namespace.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Turns IPv4 forwarding on in the calling thread's namespace (a fresh
+/// namespace starts with it off): traffic DNAT'ed to a container, or
+/// masqueraded out of one, is forwarded.
+pub fn enable_ipv4_forwarding() -> Result<(), NetlinkError> {
+    let err = |source| NetlinkError::Sysctl {
+        path: IP_FORWARD,
+        source,
+    };
+    let now = std::fs::read_to_string(IP_FORWARD).map_err(err)?;
+    if now.trim() != "1" {
+        std::fs::write(IP_FORWARD, "1").map_err(err)?;
+    }
+    Ok(())
 }
 
 fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {

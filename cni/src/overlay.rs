@@ -68,8 +68,6 @@ pub enum OverlayError {
 
 /// Where [`ensure`]'s per-bridge lock files live.
 pub const LOCK_DIR: &str = "/run/berth";
-/// The IPv4 forwarding switch of the calling thread's namespace.
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OverlayError {
     let path = path.to_path_buf();
@@ -91,17 +89,6 @@ fn lock(bridge: &str) -> Result<nix::fcntl::Flock<std::fs::File>, OverlayError> 
         .map_err(io_err(&path))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| io_err(&path)(std::io::Error::from(errno)))
-}
-
-/// Turns IPv4 forwarding on in the calling thread's namespace (egress of
-/// tasks through the masquerade rule needs it).
-fn enable_forwarding() -> Result<(), OverlayError> {
-    let path = Path::new(IP_FORWARD);
-    let now = std::fs::read_to_string(path).map_err(io_err(path))?;
-    if now.trim() != "1" {
-        std::fs::write(path, "1").map_err(io_err(path))?;
-    }
-    Ok(())
 }
 
 mod cidr_serde {
@@ -307,7 +294,7 @@ pub struct HostOverlay {
 pub async fn ensure(handle: &Handle, cfg: &OverlayConfig) -> Result<HostOverlay, OverlayError> {
     let _lock = lock(&cfg.bridge)?;
     let out = ensure_links(handle, cfg).await?;
-    enable_forwarding()?;
+    netlink::enable_ipv4_forwarding()?;
     iptables::ensure_rule(&iptables::subnet_masquerade_rule(
         &cfg.cidr.to_string(),
         &cfg.nat_comment(),

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{StopCode, TaskReport, TaskSpec};
+use berth_api::{AwsvpcNetwork, StopCode, TaskReport, TaskSpec};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -29,6 +29,7 @@ use super::{
 use crate::backoff::Backoff;
 use crate::config::PullBehavior;
 use crate::logs::{self, RotationPolicy};
+use crate::network::{RuncNetworks, TaskNetworks};
 use crate::procspec::{self, Condition};
 use crate::runtime::{ImageConfig, Runtime, RuntimeError};
 use crate::state::{AgentState, StateError, StateStore};
@@ -57,6 +58,8 @@ pub struct DriverConfig {
     /// Size-based rotation of running containers' log files.
     pub log_rotation: RotationPolicy,
     pub pull_behavior: PullBehavior,
+    /// Task namespaces and CNI chains (the runc-only modes by default).
+    pub networks: Arc<dyn TaskNetworks>,
 }
 
 impl DriverConfig {
@@ -68,6 +71,7 @@ impl DriverConfig {
             tombstone_ttl: Duration::from_secs(3600),
             log_rotation: RotationPolicy::default(),
             pull_behavior: PullBehavior::Default,
+            networks: Arc::new(RuncNetworks),
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum Event {
         version: u64,
         tasks: Vec<TaskSpec>,
         deregistered: bool,
+        /// The cluster's awsvpc membership, when the coordinator sent it.
+        awsvpc_network: Option<AwsvpcNetwork>,
     },
     /// The coordinator acknowledged these reports.
     Acked(Vec<TaskReport>),
@@ -164,6 +170,8 @@ pub struct Driver<R: Runtime> {
     reports_tx: mpsc::UnboundedSender<Vec<TaskReport>>,
     cancels: HashMap<String, watch::Sender<bool>>,
     dirty: bool,
+    /// The latest overlay membership, for the overlay task (latest wins).
+    overlay_tx: watch::Sender<Option<AwsvpcNetwork>>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -187,6 +195,7 @@ impl<R: Runtime> Driver<R> {
             reports_tx,
             cancels: HashMap::new(),
             dirty: false,
+            overlay_tx: watch::channel(None).0,
         };
         Ok((driver, events_tx))
     }
@@ -248,9 +257,40 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
+        let live: HashSet<String> = self
+            .state
+            .tasks
+            .values()
+            .filter(|r| !r.deleted)
+            .map(|r| r.task_arn.clone())
+            .collect();
+        let networks = self.cfg.networks.clone();
+        match tokio::task::spawn_blocking(move || networks.gc(&live)).await {
+            Ok(Ok(cleaned)) if !cleaned.is_empty() => {
+                info!(tasks = ?cleaned, "removed networks of tasks that no longer exist");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "network garbage collection"),
+            Err(e) => warn!(error = %e, "network garbage collection panicked"),
+        }
+        let overlay = tokio::spawn(overlay_loop(
+            self.cfg.networks.clone(),
+            self.overlay_tx.subscribe(),
+            self.cfg.tick,
+        ));
         self.dirty = true;
         self.persist();
         on_ready();
+        let outcome = self.event_loop(shutdown).await;
+        overlay.abort();
+        outcome
+    }
+
+    async fn event_loop(
+        &mut self,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Outcome, DriverError> {
+        let mut shutdown = shutdown;
 
         let mut tick = tokio::time::interval(self.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -261,7 +301,7 @@ impl<R: Runtime> Driver<R> {
                 return Ok(Outcome::Deregistered);
             }
             tokio::select! {
-                _ = &mut shutdown => {
+                _ = shutdown.as_mut() => {
                     self.dirty = true;
                     self.persist();
                     return Ok(Outcome::Shutdown);
@@ -341,7 +381,11 @@ impl<R: Runtime> Driver<R> {
                 version,
                 tasks,
                 deregistered,
+                awsvpc_network,
             } => {
+                if let Some(network) = awsvpc_network {
+                    self.overlay_tx.send_replace(Some(network));
+                }
                 info!(
                     version,
                     tasks = tasks.len(),
@@ -655,6 +699,7 @@ impl<R: Runtime> Driver<R> {
                     .collect();
                 tokio::spawn(delete_job(
                     self.runtime.clone(),
+                    self.cfg.networks.clone(),
                     task_arn,
                     ids,
                     self.events_tx.clone(),
@@ -689,6 +734,41 @@ fn mark_exited(
     }
     if record.containers.iter().all(|c| !c.state.is_running()) && record.stopping_at.is_some() {
         record.execution_stopped_at.get_or_insert_with(now);
+    }
+}
+
+/// Programs the awsvpc overlay from the latest membership; a failed sync is
+/// retried after `retry` unless newer membership arrives first.
+async fn overlay_loop(
+    networks: Arc<dyn TaskNetworks>,
+    mut rx: watch::Receiver<Option<AwsvpcNetwork>>,
+    retry: Duration,
+) {
+    loop {
+        let current = rx.borrow_and_update().clone();
+        let mut failed = false;
+        if let Some(network) = current {
+            let networks = networks.clone();
+            match tokio::task::spawn_blocking(move || networks.sync_overlay(&network)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failed = true;
+                    warn!(error = %e, "awsvpc overlay sync failed");
+                }
+                Err(e) => {
+                    failed = true;
+                    warn!(error = %e, "awsvpc overlay sync panicked");
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(retry) => {}
+            }
+        } else if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -806,10 +886,6 @@ async fn run_start<R: Runtime>(
             },
         )
     };
-    if let Err(e) = procspec::network_namespace(&spec.network_mode) {
-        fail_task(e.to_string());
-        return false;
-    }
     if spec.containers.is_empty() {
         fail_task("CannotStartContainerError: the task has no containers".to_string());
         return false;
@@ -895,6 +971,28 @@ async fn run_start<R: Runtime>(
         );
     }
 
+    // The task's namespace, once images are here (ECS sets up the network
+    // after the pull too); idempotent for a start resumed after a restart.
+    let network = {
+        let networks = cfg.networks.clone();
+        let spec = spec.clone();
+        // Not raced against cancellation: a teardown must never overlap a
+        // setup still in flight for the same task.
+        match tokio::task::spawn_blocking(move || networks.setup(&spec)).await {
+            Ok(Ok(ns)) => ns,
+            Ok(Err(e)) => {
+                fail_task(format!("CannotStartContainerError: task network: {e}"));
+                return false;
+            }
+            Err(e) => {
+                fail_task(format!(
+                    "CannotStartContainerError: task network setup panicked: {e}"
+                ));
+                return false;
+            }
+        }
+    };
+
     let mut exited: HashMap<String, Option<i32>> = containers
         .iter()
         .filter_map(|c| match c.state {
@@ -973,7 +1071,7 @@ async fn run_start<R: Runtime>(
                 );
                 return false;
             };
-            let req = match procspec::create_request(spec, def, image, logs_dir) {
+            let req = match procspec::create_request(spec, def, image, logs_dir, network.clone()) {
                 Ok(req) => req,
                 Err(e) => {
                     fail(&def.name, e.to_string());
@@ -1106,6 +1204,7 @@ async fn stop_one<R: Runtime>(
 
 async fn delete_job<R: Runtime>(
     runtime: Arc<R>,
+    networks: Arc<dyn TaskNetworks>,
     task_arn: String,
     ids: Vec<String>,
     tx: mpsc::UnboundedSender<Event>,
@@ -1116,6 +1215,21 @@ async fn delete_job<R: Runtime>(
         if let Err(e) = runtime.delete(id).await {
             ok = false;
             warn!(task = %task_arn, container = %id, error = %e, "could not delete container");
+        }
+    }
+    // The network goes only once no container can be using it.
+    if ok {
+        let arn = task_arn.clone();
+        match tokio::task::spawn_blocking(move || networks.teardown(&arn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                ok = false;
+                warn!(task = %task_arn, error = %e, "could not remove the task network");
+            }
+            Err(e) => {
+                ok = false;
+                warn!(task = %task_arn, error = %e, "task network teardown panicked");
+            }
         }
     }
     send(&tx, JobEvent::DeleteDone { task_arn, ok });

@@ -271,6 +271,7 @@ impl Harness {
                 version: self.version,
                 tasks,
                 deregistered: false,
+                awsvpc_network: None,
             })
             .expect("driver alive");
     }
@@ -479,14 +480,14 @@ async fn unsupported_network_mode_is_reported_stopped() {
     let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
     let mut h = Harness::start(rt.clone(), dir.path());
     let mut spec = task(vec![container("app", "busybox", true)]);
-    spec.network_mode = "bridge".into();
+    spec.network_mode = "nat".into();
     h.desire(vec![spec]);
     let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
     assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     assert!(stopped
         .stopped_reason
         .as_deref()
-        .is_some_and(|r| r.contains("network mode bridge is not supported")));
+        .is_some_and(|r| r.contains("network mode nat is not supported")));
     assert!(rt.pulls().is_empty());
     h.stop().await;
 }
@@ -628,6 +629,7 @@ async fn deregistration_stops_and_removes_everything_then_returns() {
             version: 2,
             tasks: vec![],
             deregistered: true,
+            awsvpc_network: None,
         })
         .expect("driver alive");
     let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
@@ -652,9 +654,14 @@ async fn a_start_interrupted_after_create_resumes_with_the_same_container() {
     // The previous agent created `app` and died before starting it (and
     // before persisting anything).
     let image = rt.pull("busybox").await.expect("image");
-    let req =
-        procspec::create_request(&spec, &spec.containers[0], &image, &dir.path().join("logs"))
-            .expect("request");
+    let req = procspec::create_request(
+        &spec,
+        &spec.containers[0],
+        &image,
+        &dir.path().join("logs"),
+        crate::runtime::NetworkNamespace::Host,
+    )
+    .expect("request");
     rt.create(&req).await.expect("create");
     let mut h = Harness::start(rt.clone(), dir.path());
     h.desire(vec![spec]);

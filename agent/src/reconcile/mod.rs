@@ -16,11 +16,11 @@ pub mod driver;
 use std::collections::{BTreeMap, HashMap};
 
 use berth_api::{
-    ContainerReport, ContainerStatus, DesiredStatus, NetworkBinding, StopCode, TaskReport,
-    TaskSpec, TaskStatus,
+    ContainerReport, ContainerStatus, DesiredStatus, StopCode, TaskReport, TaskSpec, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::network::plan;
 use crate::procspec;
 use crate::runtime::{ObservedContainer, ObservedState, LABEL_CONTAINER_NAME, LABEL_TASK_ARN};
 
@@ -322,11 +322,14 @@ pub fn diff(desired: &[TaskSpec], observed: &ObservedTasks<'_>) -> Vec<Action> {
         }
         let task_arn = arn.to_string();
         match spec.desired_status {
-            DesiredStatus::Running => match procspec::network_namespace(&spec.network_mode) {
-                Ok(_) => actions.push(Action::Start { task_arn }),
+            DesiredStatus::Running => match plan::check_mode(&spec.network_mode) {
+                Ok(()) => actions.push(Action::Start { task_arn }),
                 Err(e) => actions.push(Action::Reject {
                     task_arn,
-                    stop: StopDecision::new(StopCode::TaskFailedToStart, e.to_string()),
+                    stop: StopDecision::new(
+                        StopCode::TaskFailedToStart,
+                        format!("CannotStartContainerError: {e}"),
+                    ),
                 }),
             },
             DesiredStatus::Stopped => actions.push(Action::Reject {
@@ -400,29 +403,6 @@ fn container_status(task: TaskStatus, state: ContainerState) -> ContainerStatus 
     }
 }
 
-/// Host-mode bindings: each mapping's container port is bound on the host.
-fn network_bindings(spec: Option<&TaskSpec>, container: &str) -> Vec<NetworkBinding> {
-    let Some(spec) = spec else { return vec![] };
-    if spec.network_mode != "host" {
-        return vec![];
-    }
-    let Some(def) = spec.containers.iter().find(|c| c.name == container) else {
-        return vec![];
-    };
-    def.port_mappings
-        .iter()
-        .filter_map(|m| {
-            let container_port = m.container_port.or(m.host_port)?;
-            Some(NetworkBinding {
-                bind_ip: "0.0.0.0".into(),
-                container_port,
-                host_port: m.host_port.unwrap_or(container_port),
-                protocol: m.protocol().to_string(),
-            })
-        })
-        .collect()
-}
-
 /// The task as the coordinator should see it.
 pub fn task_report(record: &TaskRecord) -> TaskReport {
     let status = record.status();
@@ -448,7 +428,11 @@ pub fn task_report(record: &TaskRecord) -> TaskReport {
                 },
                 reason: c.reason.clone(),
                 network_bindings: if ran {
-                    network_bindings(record.spec.as_ref(), &c.name)
+                    record
+                        .spec
+                        .as_ref()
+                        .map(|s| plan::network_bindings(s, &c.name))
+                        .unwrap_or_default()
                 } else {
                     vec![]
                 },

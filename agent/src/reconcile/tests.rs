@@ -2,7 +2,7 @@
 //! `task_report` and `adopt`.
 
 use super::*;
-use berth_api::{ContainerSpec, PortMapping};
+use berth_api::{ContainerSpec, NetworkBinding, PortMapping};
 use std::collections::BTreeMap;
 
 const ARN: &str = "arn:aws:ecs:r:1:task/c/t1";
@@ -116,8 +116,8 @@ fn diff_table() {
     let cases: Vec<(&str, Vec<TaskSpec>, Option<TaskRecord>, bool, bool, Vec<Action>)> = vec![
         ("new task starts", vec![running()], None, false, false, vec![start()]),
         (
-            "bridge mode is rejected",
-            vec![spec(DesiredStatus::Running, "bridge")],
+            "an unknown mode is rejected",
+            vec![spec(DesiredStatus::Running, "nat")],
             None,
             false,
             false,
@@ -125,23 +125,17 @@ fn diff_table() {
                 task_arn: ARN.into(),
                 stop: StopDecision::new(
                     StopCode::TaskFailedToStart,
-                    "CannotStartContainerError: network mode bridge is not supported yet by this Berth agent (host and none are)",
+                    "CannotStartContainerError: network mode nat is not supported (host, none, bridge and awsvpc are)",
                 ),
             }],
         ),
         (
-            "default mode is bridge",
+            "default mode is bridge, which starts",
             vec![spec(DesiredStatus::Running, "")],
             None,
             false,
             false,
-            vec![Action::Reject {
-                task_arn: ARN.into(),
-                stop: StopDecision::new(
-                    StopCode::TaskFailedToStart,
-                    "CannotStartContainerError: network mode bridge is not supported yet by this Berth agent (host and none are)",
-                ),
-            }],
+            vec![start()],
         ),
         (
             "stopped before it ever ran",

@@ -347,6 +347,7 @@ pub fn network_bindings(spec: &TaskSpec, container: &str) -> Vec<NetworkBinding>
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // test tables
 mod tests {
     use super::*;
     use berth_api::{AwsvpcAttachment, ContainerSpec, DesiredStatus, PortMapping};

@@ -74,8 +74,18 @@ def test_bridge_dynamic_ports_reachable_from_other_host_and_own_host(fleet):
     for port in ports:
         # From another host, through the underlay.
         wait_http(h1, f"http://{h0.ip}:{port}/", token)
-        # From the task's own host, at its own address (hairpin through portmap's OUTPUT DNAT).
+        # From the task's own host, at its address and at localhost (portmap's
+        # OUTPUT DNAT; route_localnet on berth0).
         wait_http(h0, f"http://{h0.ip}:{port}/", token)
+        wait_http(h0, f"http://127.0.0.1:{port}/", token)
+    # From another bridge task on the same host, through the host port: the
+    # packet leaves berth0 and comes back to it (hairpin + masquerade).
+    client = fleet.register_taskdef(
+        [fleet.container(command=["sh", "-c", f"wget -q -O- http://{h0.ip}:{ports[0]}/"])], network_mode="bridge")
+    done, failures = fleet.run_and_wait(client, status="STOPPED", placementConstraints=on_host(h0))
+    assert failures == []
+    assert done[0]["containers"][0].get("exitCode") == 0, done[0]
+    assert token in h0.log_path(done[0]["taskArn"]).read_text()
     # The task has its own namespace: eth0 on berth0's subnet, not the host's address.
     ns = task_netns(h0, tasks[0]["taskArn"])
     r = h0.exec(["nsenter", f"--net={ns}", "ip", "-4", "-o", "addr"])

@@ -8,6 +8,7 @@ Traffic only goes to addresses inside the namespaces the fleet created."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 
@@ -187,3 +188,39 @@ def test_none_mode_task_has_only_loopback(fleet):
         ifaces = [line.split(":")[0].strip() for line in out.splitlines() if ":" in line and "|" not in line]
         assert ifaces == ["lo"], out
     assert {c["name"]: c.get("exitCode") for c in t["containers"]} == {"a": 0, "b": 0}
+
+
+def test_operator_conflist_chains_upstream_plugins(tmp_path):
+    """An operator's bridge.conflist (--cni-conf-dir) replaces the built-in chain:
+    berth-bridge, then Debian's portmap and bandwidth. The task runs on the
+    operator's bridge and subnet, its host veth gets bandwidth's tbf qdisc, its
+    port answers, and stopping it removes the veth with its qdisc."""
+    conf = tmp_path / "cni-conf"
+    conf.mkdir()
+    (conf / "bridge.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "ops-bridge", "plugins": [
+            {"type": "berth-bridge", "bridge": "ops0", "subnet": "172.30.0.0/24",
+             "dataDir": str(tmp_path / "cni-data")},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 1000000},
+        ]}))
+    fleet = multihost.Fleet(tmp_path, hosts=1, agent_args=["--cni-conf-dir", str(conf)])
+    try:
+        h = fleet.hosts[0]
+        token = f"ops-{secrets.token_hex(3)}"
+        td = fleet.register_taskdef([httpd(fleet, 8080, token)], network_mode="bridge")
+        tasks, failures = fleet.run_and_wait(td)
+        assert failures == []
+        port = tasks[0]["containers"][0]["networkBindings"][0]["hostPort"]
+        wait_http(h, f"http://{h.ip}:{port}/", token)
+        r = h.exec(["ip", "-4", "-o", "addr", "show", "ops0"])
+        assert "172.30.0.1/24" in r.stdout, r.stdout
+        qdiscs = h.exec(["tc", "qdisc", "show"]).stdout
+        shaped = [line for line in qdiscs.splitlines() if line.startswith("qdisc tbf") and "veth" in line]
+        assert len(shaped) == 1 and "rate 8Mbit" in shaped[0], qdiscs
+        veth = shaped[0].split(" dev ")[1].split()[0]
+        fleet.stop_and_wait([tasks[0]["taskArn"]])
+        wait_for(lambda: veth not in links(h), timeout=30, what=f"{veth} removed")
+        assert "tbf" not in h.exec(["tc", "qdisc", "show"]).stdout
+    finally:
+        fleet.close()

@@ -12,9 +12,7 @@ import json
 import re
 import secrets
 
-import pytest
 
-import harness
 import multihost
 from harness import wait_for
 

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -32,6 +33,12 @@ pub enum CniError {
     },
     #[error("CNI plugin {plugin} printed an unreadable result: {reason}")]
     BadResult { plugin: String, reason: String },
+    #[error("CNI plugin {plugin} {command} did not finish within {after:?}; killed")]
+    Timeout {
+        plugin: String,
+        command: &'static str,
+        after: Duration,
+    },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -59,6 +66,8 @@ pub struct Invocation {
     pub netns: PathBuf,
     pub ifname: String,
     pub cni_path: Vec<PathBuf>,
+    /// How long one plugin may run before it is killed.
+    pub timeout: Duration,
 }
 
 impl Invocation {
@@ -69,6 +78,51 @@ impl Invocation {
             .collect::<Vec<_>>()
             .join(":")
     }
+}
+
+/// Waits for `child` at most `limit`, reading its output meanwhile (so a
+/// chatty plugin never blocks on a full pipe); kills it and answers `None`
+/// when it overstays.
+fn wait_bounded(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    use std::io::Read;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
 
 /// The first executable named `plugin_type` on the CNI path.
@@ -109,7 +163,14 @@ pub fn exec(
         // exit status says what happened.
         let _ = pipe.write_all(&stdin);
     }
-    let out = child.wait_with_output().map_err(exec_err)?;
+    let out = wait_bounded(child, inv.timeout).map_err(exec_err)?;
+    let Some(out) = out else {
+        return Err(CniError::Timeout {
+            plugin: plugin_type.to_string(),
+            command,
+            after: inv.timeout,
+        });
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let parsed: Option<Value> = if text.trim().is_empty() {
         None
@@ -251,6 +312,7 @@ mod tests {
             netns: PathBuf::from("/nonexistent/ns"),
             ifname: "eth0".into(),
             cni_path: vec![PathBuf::from("/nonexistent"), dir.to_path_buf()],
+            timeout: Duration::from_secs(10),
         }
     }
 
@@ -308,6 +370,18 @@ mod tests {
         let text = std::fs::read_to_string(&log).expect("log");
         assert!(text.starts_with("two DEL\n"), "{text}");
         assert!(text.trim_end().ends_with("one DEL t1 eth0"), "{text}");
+    }
+
+    #[test]
+    fn a_hanging_plugin_is_killed_at_the_timeout() {
+        let d = tempfile::tempdir().expect("tmp");
+        script(d.path(), "hang", "exec sleep 30");
+        let mut i = inv(d.path());
+        i.timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let err = exec(&i, "hang", "ADD", &json!({})).expect_err("timeout");
+        assert!(matches!(err, CniError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct CniNetworks {
 }
 
 const IFNAME: &str = "eth0";
+/// One plugin invocation longer than this is killed (and the step fails).
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CniNetworks {
     pub fn new(settings: NetSettings, instance_id: impl Into<String>) -> Self {
@@ -192,6 +194,7 @@ impl CniNetworks {
             netns: netns.to_path_buf(),
             ifname: IFNAME.to_string(),
             cni_path: self.settings.cni_path.clone(),
+            timeout: PLUGIN_TIMEOUT,
         }
     }
 

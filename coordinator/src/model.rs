@@ -129,6 +129,16 @@ pub struct TaskContainer {
     pub runtime_id: Option<String>,
     pub image_digest: Option<String>,
     pub network_bindings: Vec<NetworkBinding>,
+    /// Last health the agent reported (containers with a health check only).
+    #[serde(default)]
+    pub health_status: Option<berth_api::HealthStatus>,
+}
+
+impl TaskContainer {
+    /// ECS container `healthStatus`: UNKNOWN until the agent reports one.
+    pub fn health(&self) -> berth_api::HealthStatus {
+        self.health_status.unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1070,6 +1070,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
                 reason: None,
                 runtime_id: None,
                 image_digest: None,
+                health_status: None,
                 network_bindings: bridge_bindings(s, &req.network_mode),
             })
             .collect();
@@ -1367,6 +1368,9 @@ pub fn merge_report(t: &Task, r: &berth_api::TaskReport, now: f64) -> Option<Tas
         }
         if !cr.network_bindings.is_empty() {
             c.network_bindings = cr.network_bindings.clone();
+        }
+        if cr.health_status.is_some() {
+            c.health_status = cr.health_status;
         }
     }
     if n.last_status == TaskStatus::Stopped {
@@ -2288,6 +2292,7 @@ mod tests {
                 exit_code: exit,
                 reason: None,
                 network_bindings: vec![],
+                health_status: None,
             }],
         }
     }

@@ -436,6 +436,7 @@ pub fn task_report(record: &TaskRecord) -> TaskReport {
                 } else {
                     vec![]
                 },
+                health_status: None,
             }
         })
         .collect();

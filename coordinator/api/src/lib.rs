@@ -236,6 +236,78 @@ pub struct ContainerSpec {
     pub ulimits: Vec<Ulimit>,
     #[serde(default)]
     pub docker_labels: std::collections::BTreeMap<String, String>,
+    /// ECS `healthCheck`: run by the agent inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// ECS `HealthCheck` (seconds; absent fields take ECS's defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `["CMD-SHELL", "cmd"]` or `["CMD", "exe", "arg", ...]`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Seconds between checks (ECS: 5-300, default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u32>,
+    /// Seconds one check may take (ECS: 2-120, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    /// Consecutive failures that make the container UNHEALTHY (ECS: 1-10, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Grace seconds after start in which failures do not count (ECS: 0-300, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<u32>,
+}
+
+/// ECS container and task `healthStatus`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    #[default]
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// A task's health from its containers as `(essential, has a health
+    /// check, container health)`, by ECS's rule: non-essential containers and
+    /// containers without a check do not count; UNHEALTHY if any counted
+    /// container is UNHEALTHY, HEALTHY if all counted ones are HEALTHY (and
+    /// there is at least one), else UNKNOWN.
+    pub fn of_task(
+        containers: impl IntoIterator<Item = (bool, bool, Option<HealthStatus>)>,
+    ) -> HealthStatus {
+        let mut counted = 0usize;
+        let mut healthy = 0usize;
+        for (essential, checked, status) in containers {
+            if !essential || !checked {
+                continue;
+            }
+            counted += 1;
+            match status.unwrap_or_default() {
+                HealthStatus::Unhealthy => return HealthStatus::Unhealthy,
+                HealthStatus::Healthy => healthy += 1,
+                HealthStatus::Unknown => {}
+            }
+        }
+        if counted > 0 && healthy == counted {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -343,6 +415,9 @@ pub struct ContainerReport {
     pub reason: Option<String>,
     #[serde(default)]
     pub network_bindings: Vec<NetworkBinding>,
+    /// Health of a container with a health check (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -435,5 +510,75 @@ mod tests {
         assert_eq!(spec.memory, Some(64));
         assert_eq!(spec.port_mappings[0].protocol(), "tcp");
         assert_eq!(TaskStatus::Running.as_str(), "RUNNING");
+        assert_eq!(spec.health_check, None);
+    }
+
+    #[test]
+    fn health_check_reads_ecs_field_names() {
+        let def = serde_json::json!({
+            "name": "web", "image": "busybox",
+            "healthCheck": {"command": ["CMD-SHELL", "true"], "interval": 5,
+                            "timeout": 2, "retries": 2, "startPeriod": 10}
+        });
+        let spec: ContainerSpec = serde_json::from_value(def).expect("valid definition");
+        assert_eq!(
+            spec.health_check,
+            Some(HealthCheck {
+                command: vec!["CMD-SHELL".into(), "true".into()],
+                interval: Some(5),
+                timeout: Some(2),
+                retries: Some(2),
+                start_period: Some(10),
+            })
+        );
+        let report: ContainerReport = serde_json::from_value(serde_json::json!({
+            "name": "web", "lastStatus": "RUNNING", "healthStatus": "UNHEALTHY"
+        }))
+        .expect("report");
+        assert_eq!(report.health_status, Some(HealthStatus::Unhealthy));
+        let old: ContainerReport =
+            serde_json::from_value(serde_json::json!({"name": "web", "lastStatus": "RUNNING"}))
+                .expect("report without health");
+        assert_eq!(old.health_status, None);
+    }
+
+    #[test]
+    fn task_health_table() {
+        use HealthStatus::*;
+        type Containers = Vec<(bool, bool, Option<HealthStatus>)>;
+        let cases: Vec<(&str, Containers, HealthStatus)> = vec![
+            ("no containers", vec![], Unknown),
+            ("no checks", vec![(true, false, None)], Unknown),
+            ("one healthy", vec![(true, true, Some(Healthy))], Healthy),
+            ("checked, no result yet", vec![(true, true, None)], Unknown),
+            (
+                "healthy and unknown",
+                vec![(true, true, Some(Healthy)), (true, true, Some(Unknown))],
+                Unknown,
+            ),
+            (
+                "unhealthy wins",
+                vec![(true, true, Some(Unknown)), (true, true, Some(Unhealthy))],
+                Unhealthy,
+            ),
+            (
+                "non-essential unhealthy ignored",
+                vec![(true, true, Some(Healthy)), (false, true, Some(Unhealthy))],
+                Healthy,
+            ),
+            (
+                "unchecked container ignored",
+                vec![(true, true, Some(Healthy)), (true, false, None)],
+                Healthy,
+            ),
+            (
+                "only non-essential checked",
+                vec![(false, true, Some(Healthy)), (true, false, None)],
+                Unknown,
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(HealthStatus::of_task(input), want, "{name}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Renders model entities as the ECS JSON objects botocore expects
 //! (`Cluster`, `Task`, `Container`, `ContainerInstance`, `Failure`, `Tag`).
 
-use berth_api::{ContainerStatus, TaskStatus};
+use berth_api::{ContainerStatus, HealthStatus, TaskStatus};
 use serde_json::{json, Map, Value};
 
 use crate::model::{Cluster, Failure, Instance, Model, Tag, Task};
@@ -179,7 +179,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
                 ),
             );
             o.insert("networkInterfaces".into(), network_interfaces(t));
-            o.insert("healthStatus".into(), json!("UNKNOWN"));
+            o.insert("healthStatus".into(), json!(c.health().as_str()));
             o.insert("cpu".into(), json!(c.spec.cpu.to_string()));
             if let Some(mem) = c.spec.memory {
                 o.insert("memory".into(), json!(mem.to_string()));
@@ -203,7 +203,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
     o.insert("enableExecuteCommand".into(), json!(false));
     put_opt(&mut o, "executionStoppedAt", &t.execution_stopped_at);
     o.insert("group".into(), json!(t.group));
-    o.insert("healthStatus".into(), json!("UNKNOWN"));
+    o.insert("healthStatus".into(), json!(task_health(t).as_str()));
     o.insert("lastStatus".into(), json!(t.last_status));
     o.insert("launchType".into(), json!(t.launch_type));
     o.insert("memory".into(), json!(t.memory.to_string()));
@@ -282,4 +282,16 @@ pub fn instance(m: &Model, i: &Instance, connected: bool, with_tags: bool) -> Va
         out["tags"] = tags(&i.tags);
     }
     out
+}
+
+/// ECS task `healthStatus` from its containers' reported health (only
+/// essential containers with a health check count).
+pub fn task_health(t: &Task) -> HealthStatus {
+    HealthStatus::of_task(t.containers.iter().map(|c| {
+        (
+            c.spec.essential,
+            c.spec.health_check.is_some(),
+            c.health_status,
+        )
+    }))
 }

@@ -376,32 +376,31 @@ fn wire_up(
     let gateway = cfg.gateway();
     let mtu = host_ov.mtu;
     let (host, peer) = veth_names(&env.container_id, &env.ifname);
-    let (host_c, peer_c, netns_c) = (host.clone(), peer.clone(), netns.to_path_buf());
+    let (host_c, netns_c) = (host.clone(), netns.to_path_buf());
+    let ifname_c = env.ifname.clone();
     let host_mac = netlink::in_netns(None, move |h| async move {
-        // A leftover from an earlier, interrupted ADD would make creation fail.
+        // A leftover from an earlier, interrupted ADD would make creation
+        // fail; deleting its host end also removes the container end. The
+        // peer name is only in this namespace if an older version's ADD
+        // stopped before moving it.
         netlink::delete_link(&h, &host_c).await?;
-        netlink::delete_link(&h, &peer_c).await?;
-        netlink::create_veth(&h, &host_c, &peer_c).await?;
+        netlink::delete_link(&h, &peer).await?;
+        // The container end is born in the namespace under its final name,
+        // with the task's MAC and the overlay MTU.
+        netlink::create_veth_in_netns(&h, &host_c, &ifname_c, &netns_c, Some(task.mac), Some(mtu))
+            .await?;
         let host_link = netlink::get_link(&h, &host_c)
             .await?
             .ok_or_else(|| NetlinkError::LinkNotFound(host_c.clone()))?;
-        netlink::set_mtu(&h, host_link.index, mtu).await?;
         netlink::set_master(&h, host_link.index, host_ov.bridge_index).await?;
         netlink::set_up(&h, host_link.index).await?;
-        let peer_link = netlink::get_link(&h, &peer_c)
-            .await?
-            .ok_or_else(|| NetlinkError::LinkNotFound(peer_c.clone()))?;
-        netlink::set_mtu(&h, peer_link.index, mtu).await?;
-        netlink::set_mac(&h, peer_link.index, task.mac).await?;
-        netlink::move_to_netns(&h, peer_link.index, &netns_c).await?;
         Ok(host_link.mac)
     })?;
     let ifname = env.ifname.clone();
     netlink::in_netns(Some(netns), move |h| async move {
-        let link = netlink::get_link(&h, &peer)
+        let link = netlink::get_link(&h, &ifname)
             .await?
-            .ok_or_else(|| NetlinkError::LinkNotFound(peer.clone()))?;
-        netlink::rename(&h, link.index, &ifname).await?;
+            .ok_or_else(|| NetlinkError::LinkNotFound(ifname.clone()))?;
         netlink::ensure_address(&h, link.index, IpAddr::V4(task.ip), task.prefix).await?;
         netlink::set_up(&h, link.index).await?;
         if let Some(lo) = netlink::get_link(&h, "lo").await? {

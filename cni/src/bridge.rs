@@ -236,32 +236,32 @@ fn wire_up(
     netlink::enable_ipv4_forwarding()?;
     let (host, peer) = veth_names(&env.container_id, &env.ifname);
     let bridge = net.config.bridge.clone();
-    let (host_c, peer_c, netns_c) = (host.clone(), peer.clone(), netns.to_path_buf());
+    let (host_c, netns_c) = (host.clone(), netns.to_path_buf());
+    let ifname_c = env.ifname.clone();
     let (bridge_mac, host_mac) = netlink::in_netns(None, move |h| async move {
         let br = netlink::ensure_bridge(&h, &bridge, gateway, prefix).await?;
-        // A leftover from an earlier, interrupted ADD would make creation fail.
+        // A leftover from an earlier, interrupted ADD would make creation
+        // fail; deleting its host end also removes the container end. The
+        // peer name is only in this namespace if an older version's ADD
+        // stopped before moving it.
         netlink::delete_link(&h, &host_c).await?;
-        netlink::delete_link(&h, &peer_c).await?;
-        netlink::create_veth(&h, &host_c, &peer_c).await?;
+        netlink::delete_link(&h, &peer).await?;
+        // The container end is born in the namespace under its final name.
+        netlink::create_veth_in_netns(&h, &host_c, &ifname_c, &netns_c, None, None).await?;
         let host_link = netlink::get_link(&h, &host_c)
             .await?
             .ok_or_else(|| NetlinkError::LinkNotFound(host_c.clone()))?;
         netlink::set_master(&h, host_link.index, br).await?;
         netlink::set_up(&h, host_link.index).await?;
         netlink::set_hairpin(&h, host_link.index).await?;
-        let peer_link = netlink::get_link(&h, &peer_c)
-            .await?
-            .ok_or_else(|| NetlinkError::LinkNotFound(peer_c.clone()))?;
-        netlink::move_to_netns(&h, peer_link.index, &netns_c).await?;
         let br_mac = netlink::get_link(&h, &bridge).await?.and_then(|l| l.mac);
         Ok((br_mac, host_link.mac))
     })?;
     let ifname = env.ifname.clone();
     let container_mac = netlink::in_netns(Some(netns), move |h| async move {
-        let link = netlink::get_link(&h, &peer)
+        let link = netlink::get_link(&h, &ifname)
             .await?
-            .ok_or_else(|| NetlinkError::LinkNotFound(peer.clone()))?;
-        netlink::rename(&h, link.index, &ifname).await?;
+            .ok_or_else(|| NetlinkError::LinkNotFound(ifname.clone()))?;
         netlink::ensure_address(&h, link.index, IpAddr::V4(ip), prefix).await?;
         netlink::set_up(&h, link.index).await?;
         if let Some(lo) = netlink::get_link(&h, "lo").await? {

@@ -154,7 +154,7 @@ pub fn subnet_masquerade_rule(subnet: &str, comment: &str) -> Vec<String> {
 /// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds
 /// `rule` (arguments after `-A CHAIN`) exactly once.
 pub fn ensure_rule(rule: &[String]) -> Result<(), IptablesError> {
-    let (exists, _, _) = run(&["-t", "nat", "-S", CHAIN])?;
+    let (exists, listing, _) = run(&["-t", "nat", "-S", CHAIN])?;
     if !exists {
         let (created, _, stderr) = run(&["-t", "nat", "-N", CHAIN])?;
         // A concurrent ADD may have created it in between.
@@ -169,14 +169,41 @@ pub fn ensure_rule(rule: &[String]) -> Result<(), IptablesError> {
     if !run(&["-t", "nat", "-C", "POSTROUTING", "-j", CHAIN])?.0 {
         must(&["-t", "nat", "-A", "POSTROUTING", "-j", CHAIN])?;
     }
-    let mut check: Vec<&str> = vec!["-t", "nat", "-C", CHAIN];
-    check.extend(rule.iter().map(String::as_str));
-    if !run(&check)?.0 {
+    let present = match listed(&listing, rule) {
+        Some(known) => known,
+        None => {
+            let mut check: Vec<&str> = vec!["-t", "nat", "-C", CHAIN];
+            check.extend(rule.iter().map(String::as_str));
+            run(&check)?.0
+        }
+    };
+    if !present {
         let mut add: Vec<&str> = vec!["-t", "nat", "-A", CHAIN];
         add.extend(rule.iter().map(String::as_str));
         must(&add)?;
     }
     Ok(())
+}
+
+/// Whether `rule` (arguments after `-A CHAIN`) is in `listing` (`iptables
+/// -S CHAIN` output, empty when the chain was just made), when the listing
+/// alone can tell: `Some(true)` when it shows the rule word for word,
+/// `Some(false)` when no rule carries the rule's comment at all, `None`
+/// otherwise (a rule with the comment that reads differently: ask
+/// iptables `-C`). Spares ensuring a fresh rule one iptables run.
+pub fn listed(listing: &str, rule: &[String]) -> Option<bool> {
+    let comment = rule
+        .windows(2)
+        .find(|w| w[0] == "--comment")
+        .map(|w| w[1].as_str())?;
+    let same = rules_with_comment(listing, CHAIN, comment);
+    if same.iter().any(|r| r == rule) {
+        Some(true)
+    } else if same.is_empty() {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Lists the rules carrying `comment`. An absent chain means none.
@@ -221,6 +248,45 @@ mod tests {
         for (prefix, want) in cases {
             assert_eq!(comments_in(listing, CHAIN, prefix), *want, "{prefix}");
         }
+    }
+
+    #[test]
+    fn listed_table() {
+        let listing = "-N BERTH-POSTROUTING\n\
+            -A BERTH-POSTROUTING -s 10.0.0.2/32 ! -d 10.0.0.0/24 -m comment --comment \"berth:n:a\" -j MASQUERADE\n\
+            -A BERTH-POSTROUTING -s 10.0.0.9/32 -m comment --comment \"berth:n:odd\" -j MASQUERADE\n\
+            -A OTHER -m comment --comment \"berth:n:other\" -j ACCEPT\n";
+        let cases: &[(Vec<String>, Option<bool>)] = &[
+            (
+                masquerade_rule("10.0.0.2", "10.0.0.0/24", "berth:n:a"),
+                Some(true),
+            ),
+            (
+                masquerade_rule("10.0.0.3", "10.0.0.0/24", "berth:n:b"),
+                Some(false),
+            ),
+            // Only in another chain: not ours.
+            (
+                masquerade_rule("10.0.0.4", "10.0.0.0/24", "berth:n:other"),
+                Some(false),
+            ),
+            // Same comment, different words: iptables must decide.
+            (
+                masquerade_rule("10.0.0.9", "10.0.0.0/24", "berth:n:odd"),
+                None,
+            ),
+            (vec!["-j".into(), "MASQUERADE".into()], None),
+        ];
+        for (rule, want) in cases {
+            assert_eq!(listed(listing, rule), *want, "{rule:?}");
+        }
+        assert_eq!(
+            listed(
+                "",
+                &subnet_masquerade_rule("10.199.0.0/16", "berth-awsvpc:b")
+            ),
+            Some(false)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -25,7 +25,8 @@ use netlink_packet_route::AddressFamily;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
 };
 
 /// Errors from netlink and namespace operations.
@@ -335,6 +336,41 @@ pub async fn create_veth(handle: &Handle, host: &str, peer: &str) -> Result<(), 
         .execute()
         .await
         .map_err(req(format!("create veth {host}/{peer}")))
+}
+
+/// Creates a veth pair with `host` in the handle's namespace and `peer`
+/// born inside the network namespace at `netns` (with `peer_mac`, and both
+/// ends with `mtu`, when given), in one request. Creating the peer in place
+/// instead of moving it afterwards ([`move_to_netns`]) spares the kernel a
+/// network-wide synchronisation per task: on this 2-CPU machine a move costs
+/// 20-35 ms, a creation with the peer in place 6-9 ms.
+pub async fn create_veth_in_netns(
+    handle: &Handle,
+    host: &str,
+    peer: &str,
+    netns: &Path,
+    peer_mac: Option<[u8; 6]>,
+    mtu: Option<u32>,
+) -> Result<(), NetlinkError> {
+    let file = std::fs::File::open(netns).map_err(io_ns_err(netns, "open"))?;
+    let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .setns_by_fd(file.as_raw_fd());
+    let mut host_msg = LinkVeth::new(host, peer);
+    if let Some(mac) = peer_mac {
+        peer_msg = peer_msg.address(mac.to_vec());
+    }
+    if let Some(mtu) = mtu {
+        peer_msg = peer_msg.mtu(mtu);
+        host_msg = host_msg.mtu(mtu);
+    }
+    let msg = host_msg
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+        .build();
+    handle.link().add(msg).execute().await.map_err(req(format!(
+        "create veth {host}/{peer} with {peer} in {}",
+        netns.display()
+    )))
 }
 
 /// Moves link `index` into the network namespace at `netns`.

@@ -127,7 +127,7 @@ fn main() -> Result<()> {
         let n = cases.len();
         for k in 0..n {
             let case = &mut cases[(round + k) % n];
-            let spec = task_spec(case.name, case.mode, round);
+            let spec = task_spec(case.name, case.mode, round)?;
             let t0 = Instant::now();
             let ns = case
                 .nets
@@ -344,7 +344,7 @@ fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> 
 /// A fresh task for `case` in `round`: bridge tasks map container port 80 to
 /// a dynamic host port; awsvpc tasks get a distinct address and MAC in
 /// 10.199.0.0/16, as the coordinator would allocate them.
-fn task_spec(case: &str, mode: &str, round: usize) -> TaskSpec {
+fn task_spec(case: &str, mode: &str, round: usize) -> Result<TaskSpec> {
     let task_id = format!("{case}-{round:05}");
     let host_port = DYNAMIC_BASE + (round % 16_000) as u16;
     let port_mappings = if mode == "bridge" {
@@ -365,25 +365,27 @@ fn task_spec(case: &str, mode: &str, round: usize) -> TaskSpec {
         gateway: Some("10.199.0.1".into()),
         mac: format!("02:00:00:00:{:02x}:{:02x}", (n >> 8) & 0xff, n & 0xff),
     });
-    TaskSpec {
-        task_arn: format!("arn:aws:ecs:us-east-1:000000000000:task/bench/{task_id}"),
-        cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/bench".into(),
-        task_definition_arn: "arn:aws:ecs:us-east-1:000000000000:task-definition/bench:1".into(),
-        family: "bench".into(),
-        revision: 1,
-        desired_status: DesiredStatus::Running,
-        network_mode: mode.into(),
-        stop_reason: None,
-        stop_code: None,
-        containers: vec![ContainerSpec {
-            name: "web".into(),
-            image: "busybox".into(),
-            port_mappings,
-            ..Default::default()
-        }],
-        reserved_ports: vec![],
-        awsvpc,
-    }
+    let container = ContainerSpec {
+        name: "web".into(),
+        image: "busybox".into(),
+        port_mappings,
+        ..Default::default()
+    };
+    // The agent-channel wire form, so fields other helpers add with serde
+    // defaults keep this compiling.
+    let spec = json!({
+        "taskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/bench/{task_id}"),
+        "clusterArn": "arn:aws:ecs:us-east-1:000000000000:cluster/bench",
+        "taskDefinitionArn": "arn:aws:ecs:us-east-1:000000000000:task-definition/bench:1",
+        "family": "bench",
+        "revision": 1,
+        "desiredStatus": DesiredStatus::Running,
+        "networkMode": mode,
+        "containers": [container],
+        "reservedPorts": [],
+        "awsvpc": awsvpc,
+    });
+    serde_json::from_value(spec).context("building the task spec")
 }
 
 /// After the run, nothing a task had may be left: no task veth, no task
@@ -551,7 +553,7 @@ fn breakdown(cases: &[Case], args: &Args) -> Result<()> {
         }
         parts.push(("netns delete".into(), vec![]));
         for round in 0..n {
-            let spec = task_spec(&format!("parts-{name}"), "bridge", 20_000 + round);
+            let spec = task_spec(&format!("parts-{name}"), "bridge", 20_000 + round)?;
             let plan::NetPlan::Cni { runtime_config, .. } = plan::plan(&spec, s, Some(&conflist))?
             else {
                 bail!("bridge plan is not a CNI chain");

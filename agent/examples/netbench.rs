@@ -70,8 +70,8 @@ struct Case {
     name: &'static str,
     /// `none`, `bridge` or `awsvpc` (the task definition's networkMode).
     mode: &'static str,
-    /// Compared against this case's setup+teardown, if any.
-    baseline: Option<&'static str>,
+    /// The upstream cases this one's setup+teardown is compared against.
+    baselines: &'static [&'static str],
     nets: CniNetworks,
     setup: Vec<Duration>,
     teardown: Vec<Duration>,
@@ -257,10 +257,10 @@ fn upstream_conflist(bridge: &str, subnet: &str, ipam_dir: &Path, portmap: bool)
 fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> {
     let berth_path = vec![berth_dir.to_path_buf(), args.upstream_path.clone()];
     let upstream_path = vec![args.upstream_path.clone()];
-    let case = |name, mode, baseline, nets| Case {
+    let case = |name, mode, baselines, nets| Case {
         name,
         mode,
-        baseline,
+        baselines,
         nets,
         setup: Vec::new(),
         teardown: Vec::new(),
@@ -270,19 +270,20 @@ fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> 
         case(
             "none",
             "none",
-            Some("upstream-bridge"),
+            &["upstream-bridge"][..],
             CniNetworks::new(settings(root, "none", berth_path.clone()), id),
         ),
         case(
             "bridge",
             "bridge",
-            Some("upstream-bridge"),
+            &["upstream-bridge"][..],
             CniNetworks::new(settings(root, "bridge", berth_path.clone()), id),
         ),
         case(
             "awsvpc",
             "awsvpc",
-            Some("upstream-bridge"),
+            // awsvpc maps no ports: also against the portmap-less chain.
+            &["upstream-bridge", "upstream-bridge-noportmap"][..],
             CniNetworks::new(settings(root, "awsvpc", berth_path.clone()), id),
         ),
     ];
@@ -297,7 +298,7 @@ fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> 
     out.push(case(
         "upstream-bridge",
         "bridge",
-        None,
+        &[][..],
         CniNetworks::new(up, id),
     ));
     if !args.no_portless {
@@ -315,7 +316,7 @@ fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> 
         out.push(case(
             "bridge-noportmap",
             "bridge",
-            Some("upstream-bridge-noportmap"),
+            &["upstream-bridge-noportmap"][..],
             CniNetworks::new(s, id),
         ));
         let mut u = settings(root, "upstream-noportmap", upstream_path);
@@ -334,7 +335,7 @@ fn build_cases(root: &Path, berth_dir: &Path, args: &Args) -> Result<Vec<Case>> 
         out.push(case(
             "upstream-bridge-noportmap",
             "bridge",
-            None,
+            &[][..],
             CniNetworks::new(u, id),
         ));
     }
@@ -494,10 +495,12 @@ fn report(cases: &[Case], args: &Args) -> Value {
     }
     println!("\nratio of setup+teardown to the upstream baseline (target <= 1.00):");
     let mut ratios = serde_json::Map::new();
-    for c in cases {
-        let Some(base) = c.baseline.and_then(|b| cases.iter().find(|x| x.name == b)) else {
-            continue;
-        };
+    let pairs = cases.iter().flat_map(|c| {
+        c.baselines
+            .iter()
+            .filter_map(move |b| Some((c, cases.iter().find(|x| x.name == *b)?)))
+    });
+    for (c, base) in pairs {
         let (mine, theirs) = (totals(c), totals(base));
         let p50 = pct(&mine, 50.0) / pct(&theirs, 50.0);
         let p99 = pct(&mine, 99.0) / pct(&theirs, 99.0);

@@ -45,6 +45,8 @@ pub enum ErrorKind {
     InvalidNextToken,
     /// ECS: a feature Berth (or the launch type) does not support.
     UnsupportedFeatureException,
+    ServiceNotFoundException,
+    ServiceNotActiveException,
     ServerException,
 }
 
@@ -79,6 +81,8 @@ impl ErrorKind {
             ErrorKind::InvalidFilter => "InvalidFilter",
             ErrorKind::InvalidNextToken => "InvalidNextToken",
             ErrorKind::UnsupportedFeatureException => "UnsupportedFeatureException",
+            ErrorKind::ServiceNotFoundException => "ServiceNotFoundException",
+            ErrorKind::ServiceNotActiveException => "ServiceNotActiveException",
             ErrorKind::ServerException => "ServerException",
         }
     }

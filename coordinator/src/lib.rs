@@ -23,6 +23,7 @@ pub mod http;
 pub mod model;
 pub mod network;
 pub mod scheduler;
+pub mod service;
 pub mod sigv4;
 pub mod ssm;
 pub mod state;
@@ -116,6 +117,9 @@ pub struct Config {
     /// The cluster network awsvpc tasks get addresses from. `None`: the one
     /// recorded in the data directory, else [`DEFAULT_AWSVPC_CIDR`].
     pub awsvpc_cidr: Option<String>,
+    /// How long a task without a health check must run before a service
+    /// counts it healthy (ECS: 40 s).
+    pub service_settle: Duration,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
             default_region: "us-east-1".into(),
             seed: None,
             awsvpc_cidr: None,
+            service_settle: Duration::from_secs(40),
         }
     }
 }
@@ -161,6 +166,7 @@ impl Coordinator {
                 account_id: config.account_id.clone(),
                 default_region: config.default_region.clone(),
                 awsvpc_cidr,
+                service_settle_secs: config.service_settle.as_secs_f64(),
             },
             config.agent_timeout,
             config.seed,
@@ -185,6 +191,29 @@ impl Coordinator {
                             let req = state::Request::Prune { retention_secs: 3600.0 };
                             if let Err(e) = state.submit(req).await {
                                 tracing::warn!(error = %e, "prune failed");
+                            }
+                        }
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                    }
+                }
+            });
+        }
+        // The service scheduler's tick: throttling delays, settle periods and
+        // disconnected agents are noticed without any other change.
+        {
+            let state = state.clone();
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let busy = state.snapshot().services.values().any(|s| s.status != "INACTIVE");
+                            if busy {
+                                if let Err(e) = state.submit(state::Request::ServiceTick).await {
+                                    tracing::warn!(error = %e, "service tick failed");
+                                }
                             }
                         }
                         _ = async { let _ = stop.wait_for(|s| *s).await; } => break,

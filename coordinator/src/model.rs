@@ -224,6 +224,111 @@ pub struct TokenResult {
     pub created_at: Timestamp,
 }
 
+/// ECS `deploymentCircuitBreaker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+/// ECS `deploymentConfiguration` (the rolling-update parts Berth honours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentConfig {
+    pub minimum_healthy_percent: u32,
+    pub maximum_percent: u32,
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// One deployment of a service (ECS `Deployment`). Task counts are derived
+/// from the tasks whose `startedBy` is the deployment id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `ecs-svc/` + 19 digits.
+    pub id: String,
+    /// `PRIMARY` or `ACTIVE` (INACTIVE deployments are dropped).
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: u32,
+    /// Tasks of this deployment that stopped before becoming healthy.
+    pub failed_tasks: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// `IN_PROGRESS`, `COMPLETED`, `FAILED`.
+    pub rollout_state: String,
+    pub rollout_state_reason: String,
+    /// The service's `networkConfiguration` when the deployment began.
+    pub network_configuration: Option<Value>,
+}
+
+/// ECS `ServiceEvent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub message: String,
+}
+
+/// An ECS service: keeps `desired_count` tasks (REPLICA) or one per eligible
+/// instance (DAEMON) of its PRIMARY deployment running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub arn: String,
+    pub cluster: String,
+    /// `ACTIVE`, `DRAINING` (deleted, tasks stopping), `INACTIVE`.
+    pub status: String,
+    pub desired_count: u32,
+    pub launch_type: String,
+    /// `REPLICA` or `DAEMON`.
+    pub scheduling_strategy: String,
+    /// The PRIMARY deployment's task definition ARN.
+    pub task_definition: String,
+    pub deployment_configuration: DeploymentConfig,
+    /// As given (rendered back verbatim).
+    pub placement_constraints: Vec<Value>,
+    pub placement_strategy: Vec<Value>,
+    pub network_configuration: Option<Value>,
+    pub tags: Vec<Tag>,
+    /// `NONE`, `SERVICE`, `TASK_DEFINITION`.
+    pub propagate_tags: String,
+    pub enable_ecs_managed_tags: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// Newest first, at most [`MAX_SERVICE_EVENTS`].
+    pub events: Vec<ServiceEvent>,
+    /// PRIMARY first.
+    pub deployments: Vec<Deployment>,
+    /// The task definition of the last deployment that COMPLETED (rollback target).
+    pub last_completed_task_definition: Option<String>,
+    /// STOPPED tasks of this service already accounted (failures counted).
+    pub accounted_stopped: BTreeSet<String>,
+    /// Consecutive tasks that failed to start (throttling).
+    pub launch_failures: u32,
+    /// No task is started before this time (throttling).
+    pub next_launch_at: Timestamp,
+}
+
+/// ECS keeps the last 100 events of a service.
+pub const MAX_SERVICE_EVENTS: usize = 100;
+
+impl Service {
+    /// The model key of a service: `cluster/name`.
+    pub fn key(&self) -> String {
+        service_key(&self.cluster, &self.name)
+    }
+    /// The task group of the service's tasks.
+    pub fn group(&self) -> String {
+        format!("service:{}", self.name)
+    }
+    pub fn primary(&self) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+}
+
+pub fn service_key(cluster: &str, name: &str) -> String {
+    format!("{cluster}/{name}")
+}
+
 /// A resource that carries tags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagTarget {
@@ -231,6 +336,8 @@ pub enum TagTarget {
     TaskDef(String, u32),
     Task(String),
     Instance(String),
+    /// A service by its key (`cluster/name`).
+    Service(String),
 }
 
 /// A fully-decided change. Stored in the log; replayed by `apply`.
@@ -299,6 +406,9 @@ pub enum Command {
         target: TagTarget,
         tags: Vec<Tag>,
     },
+    /// Create a service or replace its full state (the service scheduler's
+    /// decisions, UpdateService, DeleteService).
+    PutService(Service),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -321,6 +431,20 @@ pub struct Model {
     /// version, so a membership change wakes every agent of the cluster.
     #[serde(default)]
     pub awsvpc_epochs: BTreeMap<String, u64>,
+    /// Services by `cluster/name`.
+    #[serde(default)]
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// Derived index (rebuilt on load): service key → ids of the tasks of
+    /// its group (`service:NAME`), active or STOPPED.
+    #[serde(skip)]
+    pub tasks_by_service: BTreeMap<String, Arc<BTreeSet<String>>>,
+}
+
+/// The service key a task belongs to, from its group `service:NAME`.
+pub fn task_service_key(t: &Task) -> Option<String> {
+    t.group
+        .strip_prefix("service:")
+        .map(|name| service_key(&t.cluster, name))
 }
 
 impl Model {
@@ -333,6 +457,26 @@ impl Model {
                 .insert(t.id.clone());
         }
         self.active_by_instance = idx.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let mut by_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for t in self.tasks.values() {
+            if let Some(k) = task_service_key(t) {
+                by_service.entry(k).or_default().insert(t.id.clone());
+            }
+        }
+        self.tasks_by_service = by_service
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+    }
+
+    /// Tasks (active and STOPPED) of the service `key`.
+    pub fn service_tasks(&self, key: &str) -> Vec<Arc<Task>> {
+        self.tasks_by_service
+            .get(key)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect()
     }
 
     pub fn task_def(&self, family: &str, revision: u32) -> Option<&Arc<TaskDef>> {
@@ -451,7 +595,16 @@ impl Model {
                 for id in ids {
                     // Only STOPPED tasks are pruned, and they are in no index.
                     if self.tasks.get(id).is_some_and(|t| !t.is_active()) {
-                        self.tasks.remove(id);
+                        if let Some(t) = self.tasks.remove(id) {
+                            if let Some(k) = task_service_key(&t) {
+                                if let Some(set) = self.tasks_by_service.get_mut(&k) {
+                                    Arc::make_mut(set).remove(id);
+                                    if set.is_empty() {
+                                        self.tasks_by_service.remove(&k);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 for t in tokens {
@@ -514,7 +667,15 @@ impl Model {
                         Arc::make_mut(i).tags = tags.clone();
                     }
                 }
+                TagTarget::Service(key) => {
+                    if let Some(s) = self.services.get_mut(key) {
+                        Arc::make_mut(s).tags = tags.clone();
+                    }
+                }
             },
+            Command::PutService(s) => {
+                self.services.insert(s.key(), Arc::new(s.clone()));
+            }
         }
     }
 
@@ -548,6 +709,11 @@ impl Model {
             Arc::make_mut(set).remove(&t.id);
             if set.is_empty() {
                 self.active_by_instance.remove(&t.instance_id);
+            }
+        }
+        if old.is_none() {
+            if let Some(k) = task_service_key(t) {
+                Arc::make_mut(self.tasks_by_service.entry(k).or_default()).insert(t.id.clone());
             }
         }
         self.tasks.insert(t.id.clone(), Arc::new(t.clone()));

@@ -65,6 +65,9 @@ pub struct Settings {
     /// allocations live in the tasks, so a restart with another CIDR keeps
     /// the existing tasks' addresses and allocates new ones from the new CIDR.
     pub awsvpc_cidr: crate::network::Cidr,
+    /// Seconds a task without a container health check must have been
+    /// RUNNING before a service counts it healthy (ECS waits 40 s).
+    pub service_settle_secs: f64,
 }
 
 /// Last-poll times of agents. Heartbeats are not desired state: they are kept
@@ -170,6 +173,15 @@ pub enum Request {
         instance: String,
         report: StateReport,
     },
+    CreateService(Box<crate::service::CreateService>),
+    UpdateService(Box<crate::service::UpdateService>),
+    DeleteService {
+        cluster: Option<String>,
+        service: String,
+        force: bool,
+    },
+    /// The service scheduler's periodic step over every service.
+    ServiceTick,
 }
 
 /// RunTask or (with `instances`) StartTask.
@@ -196,6 +208,9 @@ pub struct RunTask {
     pub propagate_taskdef_tags: bool,
     /// `networkConfiguration.awsvpcConfiguration`, validated.
     pub network_configuration: Option<crate::network::AwsvpcConfiguration>,
+    /// Placed by the service scheduler: the definition may be INACTIVE
+    /// (ECS keeps running deregistered revisions in services).
+    pub for_service: bool,
 }
 
 /// What a planned request produced, for the handler to render.
@@ -231,6 +246,8 @@ pub enum Outcome {
         code: String,
     },
     Acked(u64),
+    /// A service by key (`cluster/name`).
+    Service(String),
     Done,
 }
 
@@ -466,6 +483,15 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             let c = find_cluster(m, Some(&cluster)).ok_or_else(ApiError::cluster_not_found)?;
             if c.status != "ACTIVE" {
                 return Ok((vec![], Outcome::Cluster(c.name.clone())));
+            }
+            if m.services
+                .values()
+                .any(|s| s.cluster == c.name && s.status != "INACTIVE")
+            {
+                return Err(ApiError::new(
+                    ErrorKind::ClusterContainsServicesException,
+                    "The Cluster cannot be deleted while Services are active.",
+                ));
             }
             if m.instances
                 .values()
@@ -828,6 +854,37 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
         }
         Request::RegisterInstance(r) => plan_register(m, r, ctx),
         Request::Report { instance, report } => plan_report(m, &instance, report, ctx),
+        Request::CreateService(r) => crate::service::plan_create(m, *r, ctx),
+        Request::UpdateService(r) => crate::service::plan_update(m, *r, ctx),
+        Request::DeleteService {
+            cluster,
+            service,
+            force,
+        } => crate::service::plan_delete(m, cluster.as_deref(), &service, force, ctx),
+        Request::ServiceTick => {
+            let keys: Vec<String> = m
+                .services
+                .values()
+                .filter(|s| s.status != "INACTIVE")
+                .map(|s| s.key())
+                .collect();
+            let mut cmds = Vec::new();
+            let mut working: Option<Model> = None;
+            for k in keys {
+                let base = working.as_ref().unwrap_or(m);
+                let step = crate::service::plan_step(base, &k, ctx)?;
+                if step.is_empty() {
+                    continue;
+                }
+                // Later services must see earlier placements (resources).
+                let w = working.get_or_insert_with(|| m.clone());
+                for c in &step {
+                    w.apply(c);
+                }
+                cmds.extend(step);
+            }
+            Ok((cmds, Outcome::Done))
+        }
     }
 }
 
@@ -883,11 +940,20 @@ fn tag_target(m: &Model, arn: &str) -> Result<(TagTarget, Vec<Tag>), ApiError> {
             let i = m.instances.get(id).ok_or_else(not_found)?;
             Ok((TagTarget::Instance(i.id.clone()), i.tags.clone()))
         }
+        "service" => {
+            let s = rest
+                .split_once('/')
+                .and_then(|(c, n)| m.services.get(&crate::model::service_key(c, n)))
+                .filter(|s| s.status != "INACTIVE")
+                .ok_or_else(not_found)?;
+            Ok((TagTarget::Service(s.key()), s.tags.clone()))
+        }
         _ => Err(ApiError::invalid(format!("Invalid resource ARN: {arn}"))),
     }
 }
 
-fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiError> {
+/// Plans a RunTask/StartTask (also the service scheduler's placements).
+pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiError> {
     let cluster = active_cluster(m, r.cluster.as_deref())?;
     let token_key = r
         .client_token
@@ -905,7 +971,7 @@ fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErro
     let reference = taskdef::parse_reference(&r.task_definition)?;
     let td = find_task_def(m, &reference)
         .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
-    if td.status != "ACTIVE" {
+    if td.status != "ACTIVE" && !r.for_service {
         return Err(ApiError::client("TaskDefinition is inactive"));
     }
     let (specs, req) = taskdef::containers_for_run(&td.definition, r.overrides.as_ref())?;
@@ -1330,6 +1396,9 @@ pub fn merge_report(t: &Task, r: &berth_api::TaskReport, now: f64) -> Option<Tas
     if t.last_status.can_move_to(r.last_status) {
         n.last_status = r.last_status;
     }
+    if n.last_status == TaskStatus::Running && r.started_at.is_none() && n.started_at.is_none() {
+        n.started_at = Some(now);
+    }
     fn first(slot: &mut Option<f64>, v: Option<f64>) {
         if slot.is_none() {
             *slot = v;
@@ -1709,6 +1778,7 @@ impl Owner {
         let mut replies: Vec<(Reply, Result<Outcome, ApiError>)> = Vec::new();
         let hb = self.heartbeats.clone();
         let connected = move |id: &str| hb.is_connected(id);
+        let mut touched: Vec<Command> = Vec::new();
         for env in batch {
             let mut ctx = Ctx {
                 now: now_secs(),
@@ -1735,6 +1805,9 @@ impl Owner {
                                 working.apply(c);
                             }
                             records.extend(bodies);
+                            if !working.services.is_empty() {
+                                touched.extend(cmds);
+                            }
                             Ok(outcome)
                         }
                         Err(e) => {
@@ -1746,6 +1819,46 @@ impl Owner {
                 Err(e) => Err(e),
             };
             replies.push((env.reply, result));
+        }
+        // The service scheduler reacts in the same commit to what the batch
+        // changed (a task stopped, an instance drained or joined).
+        let affected = crate::service::affected(&working, &touched);
+        if !affected.is_empty() {
+            for key in affected {
+                let mut ctx = Ctx {
+                    now: now_secs(),
+                    rng: &mut self.rng,
+                    connected: &connected,
+                    settings: &self.settings,
+                };
+                let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    crate::service::plan_step(&working, &key, &mut ctx)
+                }));
+                let cmds = match planned {
+                    Ok(Ok(cmds)) => cmds,
+                    Ok(Err(e)) => {
+                        tracing::warn!(service = %key, error = %e, "service step failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::error!(service = %key, "service step panicked");
+                        continue;
+                    }
+                };
+                match cmds
+                    .iter()
+                    .map(serde_json::to_vec)
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(bodies) => {
+                        for c in &cmds {
+                            working.apply(c);
+                        }
+                        records.extend(bodies);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode service step"),
+                }
+            }
         }
         if !records.is_empty() {
             match self.store.append(&records) {
@@ -1803,6 +1916,7 @@ mod tests {
             account_id: "000000000000".into(),
             default_region: "us-east-1".into(),
             awsvpc_cidr: crate::network::Cidr::parse("10.199.0.0/16").unwrap(),
+            service_settle_secs: 0.0,
         }
     }
 

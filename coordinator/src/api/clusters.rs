@@ -164,43 +164,6 @@ pub async fn delete(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
     cluster_response(&snap, outcome)
 }
 
-/// Berth has no services yet: an existing cluster lists none.
-pub fn list_services(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
-    p.max_results()?;
-    let snap = call.state.snapshot();
-    crate::state::active_cluster(&snap, p.opt_str("cluster")?)?;
-    Ok(json!({"serviceArns": []}))
-}
-
-/// Berth has no services yet: every requested service is MISSING.
-pub fn describe_services(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
-    let names = p
-        .opt_str_list("services")?
-        .ok_or_else(|| ApiError::invalid("services can not be null."))?;
-    if names.is_empty() || names.len() > 10 {
-        return Err(ApiError::invalid(
-            "services must have between 1 and 10 items.",
-        ));
-    }
-    let snap = call.state.snapshot();
-    let c = crate::state::active_cluster(&snap, p.opt_str("cluster")?)?;
-    let failures: Vec<Value> = names
-        .iter()
-        .map(|n| {
-            let arn = if n.starts_with("arn:") {
-                n.to_string()
-            } else {
-                format!(
-                    "arn:aws:ecs:{}:{}:service/{}/{}",
-                    c.region, call.account_id, c.name, n
-                )
-            };
-            json!({"arn": arn, "reason": "MISSING"})
-        })
-        .collect();
-    Ok(json!({"services": [], "failures": failures}))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod clusters;
 pub mod instances;
 pub mod render;
+pub mod services;
 pub mod tags;
 pub mod taskdefs;
 pub mod tasks;
@@ -53,8 +54,11 @@ pub async fn dispatch_ecs(
         "DeleteAttributes" => attributes::put(call, &p, true).await,
         "ListAttributes" => attributes::list(call, &p),
         "DeleteTaskDefinitions" => taskdefs::delete(call, &p).await,
-        "ListServices" => clusters::list_services(call, &p),
-        "DescribeServices" => clusters::describe_services(call, &p),
+        "CreateService" => services::create(call, &p).await,
+        "UpdateService" => services::update(call, &p).await,
+        "DeleteService" => services::delete(call, &p).await,
+        "ListServices" => services::list(call, &p),
+        "DescribeServices" => services::describe(call, &p),
         "TagResource" => tags::tag(call, &p).await,
         "UntagResource" => tags::untag(call, &p).await,
         "ListTagsForResource" => tags::list(call, &p),

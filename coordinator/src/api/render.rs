@@ -4,7 +4,7 @@
 use berth_api::{ContainerStatus, HealthStatus, TaskStatus};
 use serde_json::{json, Map, Value};
 
-use crate::model::{Cluster, Failure, Instance, Model, Tag, Task};
+use crate::model::{Cluster, Deployment, Failure, Instance, Model, Service, Tag, Task};
 use crate::state::usage;
 
 pub fn tags(tags: &[Tag]) -> Value {
@@ -67,7 +67,7 @@ pub fn cluster(m: &Model, c: &Cluster, with_tags: bool, with_stats: bool) -> Val
         "registeredContainerInstancesCount": instances,
         "runningTasksCount": running,
         "pendingTasksCount": pending,
-        "activeServicesCount": 0,
+        "activeServicesCount": m.services.values().filter(|s| s.cluster == c.name && s.status == "ACTIVE").count(),
         "statistics": [],
         "tags": [],
         "settings": settings,
@@ -294,4 +294,95 @@ pub fn task_health(t: &Task) -> HealthStatus {
             c.health_status,
         )
     }))
+}
+
+/// (running, pending) tasks among `tasks` (desired RUNNING or not, as ECS counts).
+fn counts<'a>(tasks: impl Iterator<Item = &'a std::sync::Arc<Task>>) -> (u32, u32) {
+    let (mut running, mut pending) = (0, 0);
+    for t in tasks {
+        if t.last_status == TaskStatus::Running {
+            running += 1;
+        } else if t.last_status < TaskStatus::Running {
+            pending += 1;
+        }
+    }
+    (running, pending)
+}
+
+fn deployment(s: &Service, d: &Deployment, tasks: &[std::sync::Arc<Task>]) -> Value {
+    let (running, pending) = counts(
+        tasks
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(d.id.as_str())),
+    );
+    let mut o = json!({
+        "id": d.id,
+        "status": d.status,
+        "taskDefinition": d.task_definition,
+        "desiredCount": d.desired_count,
+        "pendingCount": pending,
+        "runningCount": running,
+        "failedTasks": d.failed_tasks,
+        "createdAt": d.created_at,
+        "updatedAt": d.updated_at,
+        "launchType": s.launch_type,
+        "rolloutState": d.rollout_state,
+        "rolloutStateReason": d.rollout_state_reason,
+    });
+    if let Some(nc) = &d.network_configuration {
+        o["networkConfiguration"] = nc.clone();
+    }
+    o
+}
+
+/// An ECS `Service`: counts from its tasks, deployments PRIMARY first,
+/// events newest first.
+pub fn service(m: &Model, s: &Service, with_tags: bool) -> Value {
+    let tasks = m.service_tasks(&s.key());
+    let (running, pending) = counts(tasks.iter());
+    let cluster_arn = m
+        .clusters
+        .get(&s.cluster)
+        .map(|c| c.arn.clone())
+        .unwrap_or_default();
+    let cfg = &s.deployment_configuration;
+    let mut o = json!({
+        "serviceArn": s.arn,
+        "serviceName": s.name,
+        "clusterArn": cluster_arn,
+        "loadBalancers": [],
+        "serviceRegistries": [],
+        "status": s.status,
+        "desiredCount": s.desired_count,
+        "runningCount": running,
+        "pendingCount": pending,
+        "launchType": s.launch_type,
+        "taskDefinition": s.task_definition,
+        "deploymentConfiguration": {
+            "deploymentCircuitBreaker": {
+                "enable": cfg.circuit_breaker.enable,
+                "rollback": cfg.circuit_breaker.rollback,
+            },
+            "maximumPercent": cfg.maximum_percent,
+            "minimumHealthyPercent": cfg.minimum_healthy_percent,
+        },
+        "deployments": s.deployments.iter().map(|d| deployment(s, d, &tasks)).collect::<Vec<_>>(),
+        "events": s.events.iter().map(|e| json!({"id": e.id, "createdAt": e.created_at, "message": e.message})).collect::<Vec<_>>(),
+        "createdAt": s.created_at,
+        "placementConstraints": s.placement_constraints,
+        "placementStrategy": s.placement_strategy,
+        "schedulingStrategy": s.scheduling_strategy,
+        "deploymentController": {"type": "ECS"},
+        "createdBy": s.created_by,
+        "enableECSManagedTags": s.enable_ecs_managed_tags,
+        "propagateTags": s.propagate_tags,
+        "enableExecuteCommand": false,
+    });
+    if let Some(nc) = &s.network_configuration {
+        o["networkConfiguration"] = nc.clone();
+    }
+    if with_tags {
+        o["tags"] = tags(&s.tags);
+    }
+    o
 }

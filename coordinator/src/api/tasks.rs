@@ -78,11 +78,12 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
             }
         },
         network_configuration,
+        for_service: false,
     })
 }
 
 /// `placementConstraints`: at most 10 of `distinctInstance` and `memberOf`.
-fn constraints(p: &Params<'_>) -> Result<(Vec<cql::Expr>, bool), ApiError> {
+pub(crate) fn constraints(p: &Params<'_>) -> Result<(Vec<cql::Expr>, bool), ApiError> {
     let list = p
         .opt_array("placementConstraints")?
         .map(|a| a.as_slice())
@@ -120,7 +121,7 @@ fn constraints(p: &Params<'_>) -> Result<(Vec<cql::Expr>, bool), ApiError> {
 
 /// `placementStrategy`: at most 5 of `random`, `spread` (instanceId, host,
 /// attribute:NAME) and `binpack` (cpu, memory), applied in order.
-fn strategies(p: &Params<'_>) -> Result<Vec<Strategy>, ApiError> {
+pub(crate) fn strategies(p: &Params<'_>) -> Result<Vec<Strategy>, ApiError> {
     let list = p
         .opt_array("placementStrategy")?
         .map(|a| a.as_slice())
@@ -301,8 +302,11 @@ pub fn list(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
         .filter(|t| instance.as_ref().is_none_or(|i| &t.instance_id == i))
         .filter(|t| family.is_none_or(|f| t.family == f))
         .filter(|t| started_by.is_none_or(|s| t.started_by.as_deref() == Some(s)))
-        // Berth has no services yet: a service filter matches nothing.
-        .filter(|_| service.is_none())
+        .filter(|t| {
+            service.is_none_or(|s| {
+                t.group.strip_prefix("service:") == Some(s.rsplit('/').next().unwrap_or(s))
+            })
+        })
         .filter(|t| {
             serde_json::to_value(t.desired_status)
                 .ok()

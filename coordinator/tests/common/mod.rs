@@ -31,9 +31,15 @@ pub struct Resp {
 
 impl TestCoord {
     pub async fn start(dir: &std::path::Path) -> TestCoord {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// `start` with the test's changes to the configuration.
+    pub async fn start_with(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> TestCoord {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config::new(dir);
         config.seed = Some(7);
+        tweak(&mut config);
         let coord = Coordinator::start(config, listener).await.unwrap();
         TestCoord {
             addr: coord.local_addr().to_string(),
@@ -100,6 +106,25 @@ impl TestCoord {
         mem: i64,
         ports: &[&str],
     ) -> (String, String, String) {
+        self.register_instance_with(cluster, cpu, mem, ports, &[])
+            .await
+    }
+
+    /// `register_instance` with extra attributes (`name`, `value`).
+    pub async fn register_instance_with(
+        &self,
+        cluster: &str,
+        cpu: i64,
+        mem: i64,
+        ports: &[&str],
+        attributes: &[(&str, &str)],
+    ) -> (String, String, String) {
+        let mut attrs = vec![json!({"name": "ecs.os-type", "value": "linux"})];
+        attrs.extend(
+            attributes
+                .iter()
+                .map(|(n, v)| json!({"name": n, "value": v})),
+        );
         let act = self
             .aws("AmazonSSM.CreateActivation", &json!({"IamRole": "berth"}))
             .await;
@@ -118,7 +143,7 @@ impl TestCoord {
                         {"name": "MEMORY", "type": "INTEGER", "integerValue": mem},
                         {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ports},
                     ],
-                    "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+                    "attributes": attrs,
                     "agentVersion": "test",
                 }),
             )

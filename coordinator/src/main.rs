@@ -29,6 +29,10 @@ struct Args {
     /// Seconds without a poll before an agent counts as disconnected.
     #[arg(long, env = "BERTH_AGENT_TIMEOUT_SECS", default_value_t = 60)]
     agent_timeout_secs: u64,
+    /// Seconds a service task without a container health check must have
+    /// been RUNNING before it counts healthy (ECS waits 40 s).
+    #[arg(long, env = "BERTH_SERVICE_SETTLE_SECS", default_value_t = 40)]
+    service_settle_secs: u64,
     /// Region for resources created by agents rather than signed API calls.
     #[arg(long, env = "BERTH_DEFAULT_REGION", default_value = "us-east-1")]
     default_region: String,
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(args.data_dir);
     config.account_id = args.account_id;
     config.agent_timeout = Duration::from_secs(args.agent_timeout_secs.max(1));
+    config.service_settle = Duration::from_secs(args.service_settle_secs);
     config.default_region = args.default_region;
     config.awsvpc_cidr = args.awsvpc_cidr;
     let coordinator = Coordinator::start(config, listener).await?;

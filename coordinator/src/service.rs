@@ -85,7 +85,8 @@ pub struct TaskFacts {
     pub healthy: bool,
     /// An essential container's health check reports UNHEALTHY: replaced.
     pub unhealthy: bool,
-    /// Its instance is not ACTIVE (DRAINING): to be replaced elsewhere.
+    /// Its instance is not ACTIVE (DRAINING) or its agent is disconnected:
+    /// to be replaced elsewhere.
     pub on_draining: bool,
     /// STOPPED before becoming healthy, not stopped by a user or the scheduler.
     pub failed: bool,
@@ -531,8 +532,16 @@ pub fn is_healthy(t: &Task, settle: f64, now: f64) -> bool {
     }
 }
 
-/// The step's view of a task.
-pub fn facts(m: &Model, t: &Task, settle: f64, now: f64) -> TaskFacts {
+/// The step's view of a task. A task on an instance that is not ACTIVE
+/// (DRAINING) or whose agent is disconnected (no poll within the agent
+/// timeout) is to be replaced elsewhere, within the deployment limits.
+pub fn facts(
+    m: &Model,
+    t: &Task,
+    settle: f64,
+    now: f64,
+    connected: &dyn Fn(&str) -> bool,
+) -> TaskFacts {
     let stopped = !t.is_active();
     let by_scheduler = matches!(
         t.stop_code,
@@ -556,7 +565,8 @@ pub fn facts(m: &Model, t: &Task, settle: f64, now: f64) -> TaskFacts {
         on_draining: m
             .instances
             .get(&t.instance_id)
-            .is_none_or(|i| i.status != "ACTIVE"),
+            .is_none_or(|i| i.status != "ACTIVE")
+            || !connected(&t.instance_id),
         failed: stopped && !by_scheduler && never_healthy,
     }
 }
@@ -691,7 +701,10 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
     }
     let now = ctx.now;
     let settle = ctx.settings.service_settle_secs;
-    let view: Vec<TaskFacts> = tasks.iter().map(|t| facts(m, t, settle, now)).collect();
+    let view: Vec<TaskFacts> = tasks
+        .iter()
+        .map(|t| facts(m, t, settle, now, ctx.connected))
+        .collect();
     let targets: Vec<String> = if svc.scheduling_strategy == "DAEMON" {
         m.instances
             .values()

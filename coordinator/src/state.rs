@@ -2569,6 +2569,71 @@ mod tests {
     }
 
     #[test]
+    fn service_step_is_logged_replayed_and_snapshotted_exactly() {
+        let (mut m, mut rng) = world(true);
+        let start = m.clone();
+        let mut log: Vec<Command> = Vec::new();
+        let create = Request::CreateService(Box::new(crate::service::CreateService {
+            cluster: Some("c".into()),
+            name: "web".into(),
+            task_definition: "f".into(),
+            desired_count: Some(2),
+            launch_type: "EXTERNAL".into(),
+            scheduling_strategy: "REPLICA".into(),
+            propagate_tags: "NONE".into(),
+            ..Default::default()
+        }));
+        let (out, cmds) = step_with(&mut m, create, true, &mut rng, &settings()).unwrap();
+        assert_eq!(out, Outcome::Service("c/web".into()));
+        log.extend(cmds);
+        let (_, cmds) =
+            step_with(&mut m, Request::ServiceTick, true, &mut rng, &settings()).unwrap();
+        log.extend(cmds);
+        // The static host port 8080 fits once on the only instance.
+        let svc = &m.services["c/web"];
+        let tasks = m.service_tasks("c/web");
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].group, "service:web");
+        assert_eq!(
+            tasks[0].started_by.as_deref(),
+            Some(svc.deployments[0].id.as_str())
+        );
+        let msgs: Vec<&str> = svc.events.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            msgs[0].starts_with("(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance ")
+                && msgs[0].contains("is already using a port required by your task"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("(service web) has started 1 tasks: (task "),
+            "{msgs:?}"
+        );
+        // A second tick changes nothing (no placement possible, same event).
+        let (_, cmds) =
+            step_with(&mut m, Request::ServiceTick, true, &mut rng, &settings()).unwrap();
+        assert!(
+            cmds.iter().all(|c| !matches!(c, Command::PutTasks { .. })),
+            "{cmds:?}"
+        );
+        log.extend(cmds);
+        // Replay rebuilds exactly the same model, and so does a snapshot.
+        let mut replay = start;
+        for c in &log {
+            replay.apply(c);
+        }
+        assert_eq!(replay, m);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let mut back: Model = serde_json::from_slice(&bytes).unwrap();
+        back.rebuild_indexes();
+        assert_eq!(back, m);
+        // A snapshot from before services existed still loads.
+        let mut old: serde_json::Value = serde_json::to_value(&m).unwrap();
+        old.as_object_mut().unwrap().remove("services");
+        let back: Model = serde_json::from_value(old).unwrap();
+        assert!(back.services.is_empty());
+    }
+
+    #[test]
     fn delete_cluster_refuses_while_instances_are_registered() {
         let (mut m, mut rng) = world(true);
         let err = step(

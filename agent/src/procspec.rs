@@ -180,15 +180,17 @@ pub enum Condition {
     Complete,
     /// The dependency has exited with code 0.
     Success,
+    /// The dependency's health check has passed (it must have one).
+    Healthy,
 }
 
-/// `START`, `COMPLETE`, `SUCCESS`. `HEALTHY` is refused: health checks are not
-/// run by this agent yet, and pretending a container is healthy would be a lie.
+/// `START`, `COMPLETE`, `SUCCESS`, `HEALTHY`; anything else is refused.
 pub fn parse_condition(container: &str, condition: &str) -> Result<Condition, ProcSpecError> {
     match condition {
         "START" => Ok(Condition::Start),
         "COMPLETE" => Ok(Condition::Complete),
         "SUCCESS" => Ok(Condition::Success),
+        "HEALTHY" => Ok(Condition::Healthy),
         other => Err(ProcSpecError::UnsupportedCondition {
             container: container.to_string(),
             condition: other.to_string(),
@@ -546,11 +548,16 @@ mod tests {
                 }),
             ),
             (
-                "healthy unsupported",
+                "healthy orders after the dependency",
                 vec![with_deps("a", &[("b", "HEALTHY")]), with_deps("b", &[])],
+                Ok(vec![1, 0]),
+            ),
+            (
+                "unknown condition",
+                vec![with_deps("a", &[("b", "READY")]), with_deps("b", &[])],
                 Err(ProcSpecError::UnsupportedCondition {
                     container: "a".into(),
-                    condition: "HEALTHY".into(),
+                    condition: "READY".into(),
                 }),
             ),
         ];

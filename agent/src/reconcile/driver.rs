@@ -6,22 +6,30 @@
 //! `state.json`.
 //!
 //! Inputs: new desired state and report acknowledgements (from the channel
-//! client), job and container-exit events, a periodic timer, shutdown.
+//! client), job, container-exit and health events, a periodic timer, shutdown.
+//!
+//! Health checks: every running container with a `healthCheck` has one
+//! checker task (started with the container, or on re-adoption after an
+//! agent restart) that execs the check every interval and sends
+//! [`JobEvent::Health`] when the status changes; the driver aborts checkers
+//! whose container no longer runs. A start waiting on a `HEALTHY`
+//! dependency watches the task's health map.
 //! Output: batches of [`TaskReport`]s for the reporter.
 //!
 //! **Architecture Invariant:** no lock is held across `.await`; the records
 //! live in the loop's own task and jobs only see snapshots.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{AwsvpcNetwork, StopCode, TaskReport, TaskSpec};
+use berth_api::{AwsvpcNetwork, HealthStatus, StopCode, TaskReport, TaskSpec};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use super::health::{self, CheckResult, HealthConfig, HealthState};
 use super::{
     absorb_spec, adopt, diff, report_due, task_report, Action, ContainerRecord, ContainerState,
     JobKind, ObservedTasks, StopDecision, TaskRecord, VANISHED_REASON,
@@ -31,7 +39,7 @@ use crate::config::PullBehavior;
 use crate::logs::{self, RotationPolicy};
 use crate::network::{RuncNetworks, TaskNetworks};
 use crate::procspec::{self, Condition};
-use crate::runtime::{ImageConfig, Runtime, RuntimeError};
+use crate::runtime::{ExecOutcome, ImageConfig, Runtime, RuntimeError};
 use crate::state::{AgentState, StateError, StateStore};
 
 /// How long after SIGKILL the agent waits for an exit before giving up on
@@ -143,7 +151,16 @@ pub enum JobEvent {
         task_arn: String,
         ok: bool,
     },
+    /// A container's health check changed its verdict.
+    Health {
+        task_arn: String,
+        name: String,
+        status: HealthStatus,
+    },
 }
+
+/// Health of a task's containers, as a start waiting on `HEALTHY` sees it.
+type HealthMap = BTreeMap<String, HealthStatus>;
 
 /// Why the driver's loop returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +189,10 @@ pub struct Driver<R: Runtime> {
     dirty: bool,
     /// The latest overlay membership, for the overlay task (latest wins).
     overlay_tx: watch::Sender<Option<AwsvpcNetwork>>,
+    /// Running health checkers by (task ARN, container name).
+    checkers: HashMap<(String, String), tokio::task::AbortHandle>,
+    /// Per task: its containers' health, for starts waiting on `HEALTHY`.
+    health_watches: HashMap<String, watch::Sender<HealthMap>>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -196,6 +217,8 @@ impl<R: Runtime> Driver<R> {
             cancels: HashMap::new(),
             dirty: false,
             overlay_tx: watch::channel(None).0,
+            checkers: HashMap::new(),
+            health_watches: HashMap::new(),
         };
         Ok((driver, events_tx))
     }
@@ -243,6 +266,7 @@ impl<R: Runtime> Driver<R> {
         if let Some(desired) = self.state.desired.clone() {
             self.absorb_desired(&desired);
         }
+        let mut readopted = Vec::new();
         for record in self.state.tasks.values() {
             for c in &record.containers {
                 if c.state.is_running() {
@@ -254,8 +278,12 @@ impl<R: Runtime> Driver<R> {
                         c.name.clone(),
                         c.runtime_id.clone(),
                     );
+                    readopted.push((record.task_arn.clone(), c.name.clone()));
                 }
             }
+        }
+        for (arn, name) in readopted {
+            self.ensure_checker(&arn, &name);
         }
         let live: HashSet<String> = self
             .state
@@ -283,6 +311,9 @@ impl<R: Runtime> Driver<R> {
         on_ready();
         let outcome = self.event_loop(shutdown).await;
         overlay.abort();
+        for (_, checker) in self.checkers.drain() {
+            checker.abort();
+        }
         outcome
     }
 
@@ -408,8 +439,88 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
-            Event::Job(job) => self.apply_job(job),
+            Event::Job(job) => {
+                let started = match &job {
+                    JobEvent::Started { task_arn, name, .. } => {
+                        Some((task_arn.clone(), name.clone()))
+                    }
+                    _ => None,
+                };
+                self.apply_job(job);
+                if let Some((arn, name)) = started {
+                    self.ensure_checker(&arn, &name);
+                }
+                self.reap_checkers();
+            }
         }
+    }
+
+    /// Start the health checker of a running container that has a health
+    /// check (once); its health is UNKNOWN until the checker's first verdict.
+    fn ensure_checker(&mut self, arn: &str, name: &str) {
+        let key = (arn.to_string(), name.to_string());
+        if self.checkers.contains_key(&key) {
+            return;
+        }
+        let Some(record) = self.state.tasks.get_mut(arn) else {
+            return;
+        };
+        let Some(check) = record
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == name))
+            .and_then(|c| c.health_check.clone())
+        else {
+            return;
+        };
+        let Some(c) = record.container_mut(name) else {
+            return;
+        };
+        if !c.state.is_running() {
+            return;
+        }
+        let cfg = match HealthConfig::from_check(&check) {
+            Ok(Some(cfg)) => cfg,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(task = %arn, container = %name, error = %e, "health check not run");
+                return;
+            }
+        };
+        c.health = Some(HealthStatus::Unknown);
+        let id = c.runtime_id.clone();
+        self.health_watches
+            .entry(arn.to_string())
+            .or_insert_with(|| watch::channel(HealthMap::new()).0)
+            .send_modify(|m| {
+                m.insert(name.to_string(), HealthStatus::Unknown);
+            });
+        debug!(task = %arn, container = %name, argv = ?cfg.argv, "starting health checker");
+        let handle = tokio::spawn(health_checker(
+            self.runtime.clone(),
+            self.events_tx.clone(),
+            arn.to_string(),
+            name.to_string(),
+            id,
+            cfg,
+        ));
+        self.checkers.insert(key, handle.abort_handle());
+        self.dirty = true;
+    }
+
+    /// Abort the checkers of containers that no longer run.
+    fn reap_checkers(&mut self) {
+        let tasks = &self.state.tasks;
+        self.checkers.retain(|(arn, name), checker| {
+            let running = tasks
+                .get(arn)
+                .and_then(|r| r.container(name))
+                .is_some_and(|c| c.state.is_running());
+            if !running {
+                checker.abort();
+            }
+            running
+        });
     }
 
     fn apply_job(&mut self, job: JobEvent) {
@@ -423,7 +534,8 @@ impl<R: Runtime> Driver<R> {
             | JobEvent::TaskFailed { task_arn, .. }
             | JobEvent::StartDone { task_arn, .. }
             | JobEvent::StopDone { task_arn, .. }
-            | JobEvent::DeleteDone { task_arn, .. } => task_arn.clone(),
+            | JobEvent::DeleteDone { task_arn, .. }
+            | JobEvent::Health { task_arn, .. } => task_arn.clone(),
         };
         let Some(record) = self.state.tasks.get_mut(&arn) else {
             debug!(task = %arn, ?job, "event for a forgotten task");
@@ -537,6 +649,20 @@ impl<R: Runtime> Driver<R> {
                     record.backoff = true;
                 }
             }
+            JobEvent::Health { name, status, .. } => {
+                // A verdict racing the container's exit is dropped.
+                if let Some(c) = record.container_mut(&name) {
+                    if c.state.is_running() && c.health != Some(status) {
+                        info!(task = %arn, container = %name, health = status.as_str(), "container health");
+                        c.health = Some(status);
+                        if let Some(tx) = self.health_watches.get(&arn) {
+                            tx.send_modify(|m| {
+                                m.insert(name.clone(), status);
+                            });
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -609,6 +735,16 @@ impl<R: Runtime> Driver<R> {
                 record.cancel_requested = false;
                 let (cancel_tx, cancel_rx) = watch::channel(false);
                 self.cancels.insert(task_arn.clone(), cancel_tx);
+                let known: HealthMap = record
+                    .containers
+                    .iter()
+                    .filter_map(|c| Some((c.name.clone(), c.health?)))
+                    .collect();
+                let health_rx = self
+                    .health_watches
+                    .entry(task_arn.clone())
+                    .or_insert_with(|| watch::channel(known).0)
+                    .subscribe();
                 info!(task = %task_arn, "starting task");
                 tokio::spawn(start_job(
                     self.runtime.clone(),
@@ -616,7 +752,10 @@ impl<R: Runtime> Driver<R> {
                     record.containers.clone(),
                     self.cfg.clone(),
                     self.events_tx.clone(),
-                    cancel_rx,
+                    StartSignals {
+                        cancel: cancel_rx,
+                        health: health_rx,
+                    },
                 ));
             }
             Action::Reject { task_arn, stop } => {
@@ -709,6 +848,7 @@ impl<R: Runtime> Driver<R> {
                 debug!(task = %task_arn, "forgetting finished task");
                 self.state.tasks.remove(&task_arn);
                 self.cancels.remove(&task_arn);
+                self.health_watches.remove(&task_arn);
                 self.state.tombstones.insert(task_arn, now());
             }
         }
@@ -828,6 +968,77 @@ fn spawn_waiter<R: Runtime>(
     });
 }
 
+/// Resolves when container `name` has a verdict (HEALTHY or UNHEALTHY);
+/// `None` if the driver dropped the watch (it forgot the task).
+async fn healthy_or_not(rx: &mut watch::Receiver<HealthMap>, name: &str) -> Option<HealthStatus> {
+    let verdict = rx
+        .wait_for(|m| {
+            matches!(
+                m.get(name),
+                Some(HealthStatus::Healthy | HealthStatus::Unhealthy)
+            )
+        })
+        .await
+        .map(|m| m.get(name).copied());
+    verdict.unwrap_or_default()
+}
+
+/// Run a container's health check every interval until aborted (the driver
+/// aborts it when the container stops) or the container is gone; report
+/// each change of verdict.
+async fn health_checker<R: Runtime>(
+    runtime: Arc<R>,
+    tx: mpsc::UnboundedSender<Event>,
+    task_arn: String,
+    name: String,
+    id: String,
+    cfg: HealthConfig,
+) {
+    let started = tokio::time::Instant::now();
+    let mut state = HealthState::default();
+    loop {
+        tokio::time::sleep(cfg.interval).await;
+        if tx.is_closed() {
+            return;
+        }
+        let result = match runtime.exec(&id, cfg.argv.clone(), cfg.timeout).await {
+            Ok(ExecOutcome::Exited(0)) => CheckResult::Pass,
+            Ok(ExecOutcome::Exited(code)) => {
+                debug!(container = %id, code, "health check failed");
+                CheckResult::Fail
+            }
+            Ok(ExecOutcome::TimedOut) => {
+                debug!(container = %id, timeout = ?cfg.timeout, "health check timed out");
+                CheckResult::Fail
+            }
+            Err(RuntimeError::NotFound(_)) => {
+                debug!(container = %id, "container gone; health checker ends");
+                return;
+            }
+            Err(RuntimeError::Start(e)) => {
+                debug!(container = %id, error = %e, "health check could not start");
+                CheckResult::Fail
+            }
+            Err(e) => {
+                warn!(container = %id, error = %e, "health check could not be run");
+                CheckResult::Skipped
+            }
+        };
+        let next = health::next(state, result, started.elapsed(), &cfg);
+        if next.status != state.status {
+            send(
+                &tx,
+                JobEvent::Health {
+                    task_arn: task_arn.clone(),
+                    name: name.clone(),
+                    status: next.status,
+                },
+            );
+        }
+        state = next;
+    }
+}
+
 /// Resolves once the start has been cancelled (or the driver dropped the sender).
 async fn cancelled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
@@ -837,15 +1048,36 @@ fn is_cancelled(rx: &watch::Receiver<bool>) -> bool {
     *rx.borrow() || rx.has_changed().is_err()
 }
 
+/// What a start job listens to while it runs.
+struct StartSignals {
+    /// Set when the start must give up.
+    cancel: watch::Receiver<bool>,
+    /// The task's containers' health (for `HEALTHY` dependencies).
+    health: watch::Receiver<HealthMap>,
+}
+
 async fn start_job<R: Runtime>(
     runtime: Arc<R>,
     spec: TaskSpec,
     containers: Vec<ContainerRecord>,
     cfg: DriverConfig,
     tx: mpsc::UnboundedSender<Event>,
-    mut cancel: watch::Receiver<bool>,
+    signals: StartSignals,
 ) {
-    let all_started = run_start(&runtime, &spec, &containers, &cfg, &tx, &mut cancel).await;
+    let StartSignals {
+        mut cancel,
+        mut health,
+    } = signals;
+    let all_started = run_start(
+        &runtime,
+        &spec,
+        &containers,
+        &cfg,
+        &tx,
+        &mut cancel,
+        &mut health,
+    )
+    .await;
     send(
         &tx,
         JobEvent::StartDone {
@@ -864,6 +1096,7 @@ async fn run_start<R: Runtime>(
     cfg: &DriverConfig,
     tx: &mpsc::UnboundedSender<Event>,
     cancel: &mut watch::Receiver<bool>,
+    health: &mut watch::Receiver<HealthMap>,
 ) -> bool {
     let logs_dir = cfg.logs_dir.as_path();
     let task_arn = spec.task_arn.clone();
@@ -1018,6 +1251,60 @@ async fn run_start<R: Runtime>(
             };
             if condition == Condition::Start {
                 continue; // the order already started it
+            }
+            if condition == Condition::Healthy {
+                let dep_id = id_of(&dep.container_name);
+                let checked = spec
+                    .containers
+                    .iter()
+                    .find(|c| c.name == dep.container_name)
+                    .and_then(|c| c.health_check.as_ref())
+                    .map(HealthConfig::from_check);
+                let failure = match checked {
+                    None | Some(Ok(None)) => Some(format!(
+                        "dependency {} has no health check to become HEALTHY",
+                        dep.container_name
+                    )),
+                    Some(Err(e)) => Some(format!("dependency {}: {e}", dep.container_name)),
+                    Some(Ok(Some(_))) if exited.contains_key(&dep.container_name) => Some(format!(
+                        "dependency {} exited before becoming HEALTHY",
+                        dep.container_name
+                    )),
+                    Some(Ok(Some(_))) => {
+                        let verdict = tokio::select! {
+                            status = healthy_or_not(health, &dep.container_name) => status,
+                            res = runtime.wait(&dep_id) => {
+                                let code = res.ok();
+                                exited.insert(dep.container_name.clone(), code);
+                                None
+                            }
+                            _ = cancelled(cancel) => return false,
+                        };
+                        match verdict {
+                            Some(HealthStatus::Healthy) => None,
+                            Some(status) => Some(format!(
+                                "dependency {} is {}",
+                                dep.container_name,
+                                status.as_str()
+                            )),
+                            None => Some(format!(
+                                "dependency {} exited before becoming HEALTHY",
+                                dep.container_name
+                            )),
+                        }
+                    }
+                };
+                if let Some(why) = failure {
+                    fail(
+                        &def.name,
+                        format!(
+                            "CannotStartContainerError: container {} cannot start: {why}",
+                            def.name
+                        ),
+                    );
+                    return false;
+                }
+                continue;
             }
             let code = match exited.get(&dep.container_name) {
                 Some(code) => *code,

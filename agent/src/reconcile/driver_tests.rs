@@ -1,7 +1,7 @@
 //! The driver against a fake runtime (an in-memory containerd with scripted
 //! images and exits), with tokio's clock paused so stop timeouts are exact.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use berth_api::{
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::logs::RotationPolicy;
 use crate::procspec;
-use crate::runtime::{CreateRequest, ObservedContainer, ObservedState};
+use crate::runtime::{CreateRequest, ExecOutcome, ObservedContainer, ObservedState};
 
 struct FakeContainer {
     labels: BTreeMap<String, String>,
@@ -35,6 +35,24 @@ struct FakeInner {
     /// Every kill fails (containerd unreachable).
     kill_fails: bool,
     next_pid: u32,
+    /// Scripted health-check results by container name, consumed in order;
+    /// when a script runs out, `exec_default` (else exit 0) applies.
+    exec_script: HashMap<String, VecDeque<FakeExec>>,
+    exec_default: HashMap<String, FakeExec>,
+    /// Every exec: (container id, argv, when it started).
+    execs: Vec<(String, Vec<String>, Instant)>,
+}
+
+/// What one scripted exec does.
+#[derive(Debug, Clone, Copy)]
+enum FakeExec {
+    Exit(i32),
+    /// Runs past its timeout.
+    Hang,
+    /// The command cannot be started (no such executable).
+    CannotStart,
+    /// containerd cannot be reached.
+    Unreachable,
 }
 
 /// In-memory runtime: images must be registered to pull; containers exit when
@@ -80,6 +98,19 @@ impl FakeRuntime {
     }
     fn ids(&self) -> Vec<String> {
         self.lock().containers.keys().cloned().collect()
+    }
+    fn script_exec(&self, name: &str, results: &[FakeExec]) {
+        self.lock()
+            .exec_script
+            .entry(name.to_string())
+            .or_default()
+            .extend(results.iter().copied());
+    }
+    fn exec_default(&self, name: &str, result: FakeExec) {
+        self.lock().exec_default.insert(name.to_string(), result);
+    }
+    fn execs(&self) -> Vec<(String, Vec<String>, Instant)> {
+        self.lock().execs.clone()
     }
 }
 
@@ -184,6 +215,37 @@ impl Runtime for FakeRuntime {
         inner.containers.remove(id);
         inner.deletes.push(id.to_string());
         Ok(())
+    }
+    async fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let scripted = {
+            let mut inner = self.lock();
+            inner.execs.push((id.to_string(), args, Instant::now()));
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+            if !matches!(c.state, ObservedState::Running { .. }) {
+                return Err(RuntimeError::NotFound(id.into()));
+            }
+            let name = c.name.clone();
+            let next = inner.exec_script.get_mut(&name).and_then(|q| q.pop_front());
+            next.or_else(|| inner.exec_default.get(&name).copied())
+                .unwrap_or(FakeExec::Exit(0))
+        };
+        match scripted {
+            FakeExec::Exit(code) => Ok(ExecOutcome::Exited(code)),
+            FakeExec::Hang => {
+                tokio::time::sleep(timeout).await;
+                Ok(ExecOutcome::TimedOut)
+            }
+            FakeExec::CannotStart => Err(RuntimeError::Start("executable file not found".into())),
+            FakeExec::Unreachable => Err(RuntimeError::Containerd("connection refused".into())),
+        }
     }
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         Ok(self
@@ -765,5 +827,303 @@ async fn a_failed_stop_is_retried_on_the_timer_not_in_a_hot_loop() {
     // started while kills still failed was already waiting out its timeout.
     let code = stopped.containers[0].exit_code;
     assert!(code == Some(143) || code == Some(137), "{code:?}");
+    h.stop().await;
+}
+
+fn with_check(
+    mut c: ContainerSpec,
+    interval: u32,
+    retries: u32,
+    start_period: Option<u32>,
+) -> ContainerSpec {
+    c.health_check = Some(berth_api::HealthCheck {
+        command: vec!["CMD-SHELL".into(), "test -f /tmp/ok".into()],
+        interval: Some(interval),
+        timeout: Some(2),
+        retries: Some(retries),
+        start_period,
+    });
+    c
+}
+
+fn health_of(name: &'static str, want: HealthStatus) -> impl Fn(&TaskReport) -> bool {
+    move |r| {
+        r.containers
+            .iter()
+            .any(|c| c.name == name && c.health_status == Some(want))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_check_makes_the_container_healthy_one_interval_after_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![
+        with_check(container("app", "busybox", true), 5, 3, None),
+        container("side", "busybox", true),
+    ])]);
+    let running = h.until("RUNNING", status(TaskStatus::Running)).await;
+    let started = Instant::now();
+    assert_eq!(
+        running.containers[0].health_status,
+        Some(HealthStatus::Unknown)
+    );
+    assert_eq!(
+        running.containers[1].health_status, None,
+        "no check, no health"
+    );
+    let healthy = h
+        .until("app HEALTHY", health_of("app", HealthStatus::Healthy))
+        .await;
+    assert_eq!(healthy.last_status, TaskStatus::Running);
+    let execs = rt.execs();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].0, "t1-app");
+    assert_eq!(execs[0].1, vec!["/bin/sh", "-c", "test -f /tmp/ok"]);
+    let first_after = execs[0].2 - started;
+    assert!(
+        first_after >= std::time::Duration::from_millis(4900)
+            && first_after <= std::time::Duration::from_millis(5100),
+        "first check one interval after start, got {first_after:?}"
+    );
+    // Checks go on every interval; an unchanged verdict sends no report.
+    tokio::time::sleep(std::time::Duration::from_secs(21)).await;
+    assert_eq!(rt.execs().len(), 5);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_up_to_retries_make_it_unhealthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    rt.script_exec(
+        "app",
+        &[
+            FakeExec::Exit(0),
+            FakeExec::Exit(1),
+            FakeExec::Exit(1),
+            FakeExec::Exit(0),
+            FakeExec::Exit(1),
+            FakeExec::Exit(1),
+        ],
+    );
+    rt.exec_default("app", FakeExec::Exit(1));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![with_check(
+        container("app", "busybox", true),
+        5,
+        3,
+        None,
+    )])]);
+    h.until("app HEALTHY", health_of("app", HealthStatus::Healthy))
+        .await;
+    let unhealthy = h
+        .until("app UNHEALTHY", health_of("app", HealthStatus::Unhealthy))
+        .await;
+    // pass, fail, fail, pass (streak reset), fail, fail, fail → UNHEALTHY.
+    assert_eq!(rt.execs().len(), 7);
+    assert_eq!(
+        unhealthy.last_status,
+        TaskStatus::Running,
+        "a standalone task keeps running"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_within_the_start_period_do_not_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    rt.exec_default("app", FakeExec::Exit(1));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![with_check(
+        container("app", "busybox", true),
+        5,
+        1,
+        Some(12),
+    )])]);
+    h.until("RUNNING", status(TaskStatus::Running)).await;
+    let started = Instant::now();
+    h.until("app UNHEALTHY", health_of("app", HealthStatus::Unhealthy))
+        .await;
+    // Checks at 5 s and 10 s fall in the 12 s start period; the one at 15 s counts.
+    let execs = rt.execs();
+    assert_eq!(execs.len(), 3);
+    assert!(execs[2].2 - started >= std::time::Duration::from_secs(12));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_unstartable_commands_fail_but_an_unreachable_runtime_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    rt.script_exec(
+        "app",
+        &[
+            FakeExec::Exit(0),
+            FakeExec::Unreachable,
+            FakeExec::Hang,
+            FakeExec::Unreachable,
+            FakeExec::CannotStart,
+        ],
+    );
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![with_check(
+        container("app", "busybox", true),
+        5,
+        2,
+        None,
+    )])]);
+    h.until("app HEALTHY", health_of("app", HealthStatus::Healthy))
+        .await;
+    h.until("app UNHEALTHY", health_of("app", HealthStatus::Unhealthy))
+        .await;
+    assert_eq!(
+        rt.execs().len(),
+        5,
+        "the timeout and the unstartable command were the two failures"
+    );
+    let seen_unhealthy_before = h
+        .seen
+        .iter()
+        .filter(|r| health_of("app", HealthStatus::Unhealthy)(r))
+        .count();
+    assert_eq!(seen_unhealthy_before, 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_checker_stops_with_the_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![with_check(
+        container("app", "busybox", true),
+        5,
+        3,
+        None,
+    )])]);
+    h.until("app HEALTHY", health_of("app", HealthStatus::Healthy))
+        .await;
+    rt.exit("t1-app", 3);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(
+        stopped.containers[0].health_status,
+        Some(HealthStatus::Healthy),
+        "the last verdict is kept"
+    );
+    let execs = rt.execs().len();
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(rt.execs().len(), execs, "no checks after the exit");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_checks_readopted_containers_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let spec = task(vec![with_check(
+        container("app", "busybox", true),
+        5,
+        3,
+        None,
+    )]);
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![spec.clone()]);
+    h.until("app HEALTHY", health_of("app", HealthStatus::Healthy))
+        .await;
+    // Let the driver take the acknowledgement of the HEALTHY report.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    h.stop().await;
+    let before = rt.execs().len();
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        rt.execs().len(),
+        before,
+        "no checker while the agent is down"
+    );
+
+    rt.script_exec("app", &[FakeExec::Exit(1)]);
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![spec]);
+    h.until(
+        "app UNKNOWN after re-adoption",
+        health_of("app", HealthStatus::Unknown),
+    )
+    .await;
+    h.until("app HEALTHY again", health_of("app", HealthStatus::Healthy))
+        .await;
+    assert_eq!(rt.execs().len(), before + 2, "one failure, then a pass");
+    assert_eq!(rt.create_count(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn depends_on_healthy_starts_the_dependent_once_the_dependency_is_healthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    rt.script_exec("db", &[FakeExec::Exit(1), FakeExec::Exit(0)]);
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut app = container("app", "busybox", true);
+    app.depends_on = vec![berth_api::ContainerDependency {
+        container_name: "db".into(),
+        condition: "HEALTHY".into(),
+    }];
+    h.desire(vec![task(vec![
+        app,
+        with_check(container("db", "busybox", true), 5, 3, None),
+    ])]);
+    h.until("db running", |r| {
+        r.containers
+            .iter()
+            .any(|c| c.name == "db" && c.last_status == ContainerStatus::Running)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert_eq!(rt.execs().len(), 1, "one failed check so far");
+    assert_eq!(rt.create_count(), 1, "app waits for db to be HEALTHY");
+    let running = h.until("RUNNING", status(TaskStatus::Running)).await;
+    assert_eq!(rt.execs().len(), 2);
+    assert_eq!(rt.create_count(), 2);
+    assert_eq!(running.containers[0].last_status, ContainerStatus::Running);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn depends_on_healthy_fails_the_start_when_the_dependency_is_unhealthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    rt.exec_default("db", FakeExec::Exit(1));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    let mut app = container("app", "busybox", true);
+    app.depends_on = vec![berth_api::ContainerDependency {
+        container_name: "db".into(),
+        condition: "HEALTHY".into(),
+    }];
+    let mut plain = container("plain", "busybox", false);
+    plain.depends_on = vec![berth_api::ContainerDependency {
+        container_name: "app".into(),
+        condition: "HEALTHY".into(),
+    }];
+    h.desire(vec![task(vec![
+        app,
+        with_check(container("db", "busybox", true), 5, 2, None),
+    ])]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = stopped.containers[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("dependency db is UNHEALTHY"), "{reason}");
+    assert_eq!(rt.create_count(), 1, "app never created");
+    h.stop().await;
+
+    // A HEALTHY dependency on a container without a health check fails at once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Arc::new(FakeRuntime::default().with_image("busybox"));
+    let mut h = Harness::start(rt.clone(), dir.path());
+    h.desire(vec![task(vec![container("app", "busybox", true), plain])]);
+    let stopped = h.until("STOPPED", status(TaskStatus::Stopped)).await;
+    let reason = stopped.containers[1].reason.clone().unwrap_or_default();
+    assert!(reason.contains("has no health check"), "{reason}");
     h.stop().await;
 }

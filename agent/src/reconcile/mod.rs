@@ -12,11 +12,13 @@
 //! diff after every event never duplicates a pull, a container or a stop.
 
 pub mod driver;
+pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
 
 use berth_api::{
-    ContainerReport, ContainerStatus, DesiredStatus, StopCode, TaskReport, TaskSpec, TaskStatus,
+    ContainerReport, ContainerStatus, DesiredStatus, HealthStatus, StopCode, TaskReport, TaskSpec,
+    TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +85,10 @@ pub struct ContainerRecord {
     /// Why the container stopped or failed (ECS container `reason`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Health from its checker (containers with a health check only; the
+    /// last result is kept after the container exits).
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
 }
 
 /// Why a task is stopping; the first decision wins.
@@ -211,6 +217,7 @@ pub fn absorb_spec(record: &mut TaskRecord, spec: &TaskSpec) {
                 state: ContainerState::Absent,
                 image_digest: None,
                 reason: None,
+                health: None,
             }),
         }
     }
@@ -436,7 +443,7 @@ pub fn task_report(record: &TaskRecord) -> TaskReport {
                 } else {
                     vec![]
                 },
-                health_status: None,
+                health_status: c.health,
             }
         })
         .collect();
@@ -457,7 +464,8 @@ pub fn task_report(record: &TaskRecord) -> TaskReport {
 
 /// Whether a task's `current` report must be sent, given the one last sent.
 /// While a task is not STOPPED, only changes the coordinator acts on are sent
-/// (task status, stop code and reason, container status, exit code, reason);
+/// (task status, stop code and reason, container status, exit code, reason,
+/// health);
 /// timestamps, runtime ids and digests ride along with the next such change.
 /// Once STOPPED, every difference is sent, so the acknowledged report
 /// converges on the final one (cleanup waits for that).
@@ -478,7 +486,15 @@ pub fn report_due(last_sent: Option<&TaskReport>, current: &TaskReport) -> bool 
             r.stopped_reason.clone(),
             r.containers
                 .iter()
-                .map(|c| (c.name.clone(), c.last_status, c.exit_code, c.reason.clone()))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.last_status,
+                        c.exit_code,
+                        c.reason.clone(),
+                        c.health_status,
+                    )
+                })
                 .collect::<Vec<_>>(),
         )
     };
@@ -514,6 +530,10 @@ pub fn adopt(
         record.last_sent = record.acked.clone();
         let present = by_task.remove(record.task_arn.as_str()).unwrap_or_default();
         for c in record.containers.iter_mut() {
+            // Checkers start afresh: UNKNOWN until their next result.
+            if c.state.is_running() {
+                c.health = None;
+            }
             let found = present.iter().find(|o| {
                 o.id == c.runtime_id
                     || o.labels.get(LABEL_CONTAINER_NAME).map(String::as_str) == Some(&c.name)
@@ -602,6 +622,7 @@ fn observed_record(name: &str, o: &ObservedContainer) -> ContainerRecord {
         },
         image_digest: None,
         reason: None,
+        health: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,9 @@ use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
     images_client::ImagesClient, leases_client::LeasesClient, namespaces_client::NamespacesClient,
     tasks_client::TasksClient, Container, CreateContainerRequest, CreateNamespaceRequest,
-    CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest,
-    GetNamespaceRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    Namespace, StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest,
+    ExecProcessRequest, GetContainerRequest, GetNamespaceRequest, GetRequest, KillRequest,
+    ListContainersRequest, ListTasksRequest, Namespace, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as TaskStatus};
 use containerd_client::types::Mount;
@@ -32,8 +33,8 @@ use tonic::{Code, Request};
 use super::pull::PullError;
 use super::spec::{self, SpecInput, UserSpec};
 use super::{
-    CreateRequest, ImageConfig, ObservedContainer, ObservedState, RegistryConfig, Runtime,
-    RuntimeError,
+    CreateRequest, ExecOutcome, ImageConfig, ObservedContainer, ObservedState, RegistryConfig,
+    Runtime, RuntimeError,
 };
 
 /// Snapshotter for image layers and container rootfs (the plugin is
@@ -44,6 +45,11 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 pub const RUNTIME_NAME: &str = "io.containerd.runc.v2";
 /// How containerd's typeurl names an OCI runtime spec stored as JSON.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// How containerd's typeurl names an OCI process spec (for Tasks.Exec).
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/// How long, after SIGKILL, an exec that timed out is waited for before its
+/// process record is deleted anyway.
+pub const EXEC_KILL_GRACE: Duration = Duration::from_secs(5);
 /// A registry that does not accept a connection in this time fails the pull.
 pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registry response that stalls this long between reads fails the pull.
@@ -752,6 +758,178 @@ impl ContainerdRuntime {
     }
 }
 
+/// Exec ids unique within this process; the time prefix keeps them unique
+/// across agent restarts too (containerd keeps an exec's id until it is deleted).
+fn next_exec_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("berth-hc-{nanos:x}-{n}")
+}
+
+/// The process of an exec: the container's own process (env, cwd, user,
+/// capabilities, rlimits, ...) with `args` and no terminal.
+fn exec_process(
+    container_spec: &serde_json::Value,
+    args: &[String],
+) -> Result<serde_json::Value, String> {
+    let mut process = container_spec
+        .get("process")
+        .filter(|p| p.is_object())
+        .cloned()
+        .ok_or_else(|| "the container's spec has no process".to_string())?;
+    if args.is_empty() {
+        return Err("empty command".to_string());
+    }
+    process["args"] = serde_json::json!(args);
+    process["terminal"] = serde_json::json!(false);
+    if let Some(p) = process.as_object_mut() {
+        p.remove("consoleSize");
+    }
+    Ok(process)
+}
+
+impl ContainerdRuntime {
+    async fn exec_inner(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let container = self
+            .container(id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let stored = container
+            .spec
+            .ok_or_else(|| RuntimeError::Containerd(format!("container {id} has no spec")))?;
+        let spec: serde_json::Value = serde_json::from_slice(&stored.value).map_err(|e| {
+            RuntimeError::Containerd(format!("container {id}: spec is not JSON: {e}"))
+        })?;
+        let process = exec_process(&spec, &args)
+            .map_err(|e| RuntimeError::Start(format!("exec in {id}: {e}")))?;
+        let exec_id = next_exec_id();
+        let exec = self
+            .tasks_client()
+            .exec(self.req(ExecProcessRequest {
+                container_id: id.to_string(),
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: false,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.to_string(),
+                    value: process.to_string().into_bytes(),
+                }),
+                exec_id: exec_id.clone(),
+            }))
+            .await;
+        match exec {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {
+                return Err(RuntimeError::NotFound(id.to_string()))
+            }
+            // The task exists but is not running (exited, not yet deleted).
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                return Err(RuntimeError::NotFound(format!("{id}: {}", status_text(&s))))
+            }
+            Err(s) => return Err(containerd_err("Tasks.Exec", id, &s)),
+        }
+        // From here on the exec's process record exists and must be deleted.
+        let outcome = self.run_exec(id, &exec_id, timeout).await;
+        match self
+            .tasks_client()
+            .delete_process(self.req(DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => {
+                tracing::warn!(id, exec_id, error = %status_text(&s), "exec: DeleteProcess failed")
+            }
+        }
+        outcome
+    }
+
+    /// Start an exec'd process (its wait already issued), wait up to
+    /// `timeout`, SIGKILL it after that.
+    async fn run_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let mut waiter = {
+            let mut client = self.tasks_client();
+            let req = self.req(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
+            tokio::spawn(async move { client.wait(req).await })
+        };
+        if let Err(s) = self
+            .tasks_client()
+            .start(self.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+        {
+            waiter.abort();
+            return Err(RuntimeError::Start(format!(
+                "exec in {id}: Tasks.Start: {}",
+                status_text(&s)
+            )));
+        }
+        match tokio::time::timeout(timeout, &mut waiter).await {
+            Ok(Ok(Ok(r))) => Ok(ExecOutcome::Exited(exit_code(r.into_inner().exit_status))),
+            Ok(Ok(Err(s))) if s.code() == Code::NotFound => {
+                Err(RuntimeError::NotFound(id.to_string()))
+            }
+            Ok(Ok(Err(s))) => Err(containerd_err("Tasks.Wait (exec)", id, &s)),
+            Ok(Err(e)) => Err(RuntimeError::Containerd(format!(
+                "exec in {id}: wait task failed: {e}"
+            ))),
+            Err(_) => {
+                match self
+                    .tasks_client()
+                    .kill(self.req(KillRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                        signal: libc::SIGKILL as u32,
+                        all: false,
+                    }))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s)
+                        if s.code() == Code::NotFound || s.code() == Code::FailedPrecondition => {}
+                    Err(s) => {
+                        tracing::warn!(id, exec_id, error = %status_text(&s), "exec: kill after timeout failed")
+                    }
+                }
+                if tokio::time::timeout(EXEC_KILL_GRACE, &mut waiter)
+                    .await
+                    .is_err()
+                {
+                    waiter.abort();
+                    tracing::warn!(
+                        id,
+                        exec_id,
+                        "exec: no exit {EXEC_KILL_GRACE:?} after SIGKILL"
+                    );
+                }
+                Ok(ExecOutcome::TimedOut)
+            }
+        }
+    }
+}
+
 /// How long `wait` keeps re-issuing Tasks.Wait while containerd is unreachable.
 pub const WAIT_RECONNECT_LIMIT: Duration = Duration::from_secs(120);
 
@@ -852,6 +1030,15 @@ impl Runtime for ContainerdRuntime {
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         self.list_inner().await
     }
+
+    async fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        self.exec_inner(id, args, timeout).await
+    }
 }
 
 #[cfg(test)]
@@ -923,6 +1110,30 @@ mod tests {
         for (status, want) in cases {
             assert_eq!(is_connection_error(&status), want, "{status:?}");
         }
+    }
+
+    #[test]
+    fn exec_process_keeps_the_container_process_but_the_argv() {
+        let spec = serde_json::json!({"process": {
+            "args": ["/bin/server"], "env": ["A=1"], "cwd": "/srv", "terminal": true,
+            "user": {"uid": 7, "gid": 8}, "consoleSize": {"height": 1, "width": 2},
+            "capabilities": {"bounding": ["CAP_CHOWN"]}
+        }});
+        let p =
+            exec_process(&spec, &["/bin/sh".into(), "-c".into(), "true".into()]).expect("process");
+        assert_eq!(
+            p,
+            serde_json::json!({
+                "args": ["/bin/sh", "-c", "true"], "env": ["A=1"], "cwd": "/srv",
+                "terminal": false, "user": {"uid": 7, "gid": 8},
+                "capabilities": {"bounding": ["CAP_CHOWN"]}
+            })
+        );
+        assert!(exec_process(&serde_json::json!({}), &["x".into()]).is_err());
+        assert!(exec_process(&spec, &[]).is_err());
+        let (a, b) = (next_exec_id(), next_exec_id());
+        assert_ne!(a, b);
+        assert!(a.len() <= 76 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod spec;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Label keys the agent puts on every containerd container it creates; after a
 /// restart the agent rebuilds its observed state from these alone.
@@ -158,6 +159,14 @@ pub enum ObservedState {
     },
 }
 
+/// How a process run inside a container with [`Runtime::exec`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecOutcome {
+    Exited(i32),
+    /// It was still running when the timeout elapsed; it has been killed.
+    TimedOut,
+}
+
 /// The runtime operations the reconciler drives. Every operation is idempotent
 /// where that makes sense (delete of a missing container succeeds).
 pub trait Runtime: Send + Sync + 'static {
@@ -189,6 +198,17 @@ pub trait Runtime: Send + Sync + 'static {
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// All containers in the agent's namespace with their state.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+    /// Run `args` inside the running container `id` with the container's
+    /// own environment, working directory and user (a health check); kill it
+    /// if it outlives `timeout`. `NotFound` when the container has no running
+    /// task; `Start` when the process could not be started (e.g. no such
+    /// executable).
+    fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecOutcome, RuntimeError>> + Send;
 }
 
 #[cfg(test)]

@@ -523,14 +523,25 @@ fn report(cases: &[Case], args: &Args) -> Value {
     })
 }
 
+/// One bridge chain's parts, timed by [`breakdown`].
+struct Chain<'a> {
+    name: &'static str,
+    settings: &'a NetSettings,
+    conflist: Value,
+    types: Vec<String>,
+    parts: Vec<(String, Vec<Duration>)>,
+}
+
 /// Times the parts of a bridge cycle one by one, the way
-/// `CniNetworks::setup`/`teardown` and `cni::add_list`/`del_list` do them.
+/// `CniNetworks::setup`/`teardown` and `cni::add_list`/`del_list` do them,
+/// for every bridge chain, interleaved round by round like the main run.
 fn breakdown(cases: &[Case], args: &Args) -> Result<()> {
-    let n = args.iterations.clamp(1, 50);
-    println!("\nbreakdown (p50 ms over {n} cycles, after the run above):");
+    let n = args.iterations.max(1);
+    println!("\nbreakdown (p50 / p90 ms over {n} interleaved cycles, after the run above):");
     let tmp = tempfile::Builder::new()
         .prefix("berth-netbench-parts")
         .tempdir()?;
+    let mut chains = Vec::new();
     for name in [
         "bridge",
         "upstream-bridge",
@@ -555,60 +566,28 @@ fn breakdown(cases: &[Case], args: &Args) -> Result<()> {
             parts.push((format!("{t} DEL"), vec![]));
         }
         parts.push(("netns delete".into(), vec![]));
-        for round in 0..n {
-            let spec = task_spec(&format!("parts-{name}"), "bridge", 20_000 + round)?;
-            let plan::NetPlan::Cni { runtime_config, .. } = plan::plan(&spec, s, Some(&conflist))?
-            else {
-                bail!("bridge plan is not a CNI chain");
-            };
-            let id = procspec::task_dir_name(&spec.task_arn);
-            let netns = tmp.path().join(&id);
-            let inv = cni::Invocation {
-                container_id: id,
-                netns: netns.clone(),
-                ifname: "eth0".into(),
-                cni_path: s.cni_path.clone(),
-                timeout: Duration::from_secs(60),
-            };
-            let mut k = 0;
-            let mut lap = |parts: &mut Vec<(String, Vec<Duration>)>, t: Instant| {
-                parts[k].1.push(t.elapsed());
-                k += 1;
-            };
-            let t = Instant::now();
-            netlink::create_netns(&netns)?;
-            lap(&mut parts, t);
-            let t = Instant::now();
-            let ns = netns.clone();
-            netlink::in_netns(Some(&ns), |h| async move {
-                if let Some(lo) = netlink::get_link(&h, "lo").await? {
-                    netlink::set_up(&h, lo.index).await?;
-                }
-                Ok(())
-            })?;
-            lap(&mut parts, t);
-            let mut prev: Option<Value> = None;
-            for (i, ty) in types.iter().enumerate() {
-                let config = plan::plugin_config(&conflist, i, prev.as_ref(), &runtime_config)?;
-                let t = Instant::now();
-                prev = cni::exec(&inv, ty, "ADD", &config)?;
-                lap(&mut parts, t);
-            }
-            for (i, ty) in types.iter().enumerate().rev() {
-                let config = plan::plugin_config(&conflist, i, prev.as_ref(), &runtime_config)?;
-                let t = Instant::now();
-                cni::exec(&inv, ty, "DEL", &config)?;
-                lap(&mut parts, t);
-            }
-            let t = Instant::now();
-            netlink::delete_netns(&netns)?;
-            lap(&mut parts, t);
+        chains.push(Chain {
+            name,
+            settings: s,
+            conflist,
+            types,
+            parts,
+        });
+    }
+    for round in 0..n {
+        let k = chains.len();
+        for j in 0..k {
+            let chain = &mut chains[(round + j) % k];
+            part_cycle(chain, tmp.path(), 20_000 + round)?;
         }
-        let line: Vec<String> = parts
+    }
+    for c in &chains {
+        let line: Vec<String> = c
+            .parts
             .iter()
-            .map(|(p, v)| format!("{p} {:.2}", pct(v, 50.0)))
+            .map(|(p, v)| format!("{p} {:.1}/{:.1}", pct(v, 50.0), pct(v, 90.0)))
             .collect();
-        println!("  {name:<26} {}", line.join(" | "));
+        println!("  {:<26} {}", c.name, line.join(" | "));
     }
     let mut ipt = Vec::new();
     let mut spawn = Vec::new();
@@ -627,5 +606,94 @@ fn breakdown(cases: &[Case], args: &Args) -> Result<()> {
         pct(&ipt, 50.0),
         pct(&spawn, 50.0)
     );
+    // What a veth costs the kernel: created then moved into a namespace (how
+    // berth-bridge/berth-awsvpc did it before), or created with its peer
+    // already there (how they do it now), and deleted.
+    let ns = tmp.path().join("veth-probe");
+    netlink::create_netns(&ns)?;
+    let (mut moved, mut in_place, mut delete) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let ns_c = ns.clone();
+        let (m, p, d) = netlink::in_netns(None, move |h| async move {
+            let t = Instant::now();
+            netlink::create_veth(&h, "probe0", "probe0p").await?;
+            let peer = netlink::get_link(&h, "probe0p")
+                .await?
+                .ok_or_else(|| netlink::NetlinkError::LinkNotFound("probe0p".into()))?;
+            netlink::move_to_netns(&h, peer.index, &ns_c).await?;
+            let m = t.elapsed();
+            netlink::delete_link(&h, "probe0").await?;
+            let t = Instant::now();
+            netlink::create_veth_in_netns(&h, "probe1", "probe1p", &ns_c, None, None).await?;
+            let p = t.elapsed();
+            let t = Instant::now();
+            netlink::delete_link(&h, "probe1").await?;
+            Ok((m, p, t.elapsed()))
+        })?;
+        moved.push(m);
+        in_place.push(p);
+        delete.push(d);
+    }
+    netlink::delete_netns(&ns)?;
+    println!(
+        "  veth create+move {:.1}/{:.1} | veth created with peer in the namespace {:.1}/{:.1} | veth delete {:.1}/{:.1}",
+        pct(&moved, 50.0),
+        pct(&moved, 90.0),
+        pct(&in_place, 50.0),
+        pct(&in_place, 90.0),
+        pct(&delete, 50.0),
+        pct(&delete, 90.0)
+    );
+    Ok(())
+}
+
+/// One timed cycle of `chain`: namespace, loopback, each plugin's ADD, each
+/// DEL in reverse, namespace removal.
+fn part_cycle(chain: &mut Chain<'_>, dir: &Path, round: usize) -> Result<()> {
+    let spec = task_spec(&format!("parts-{}", chain.name), "bridge", round)?;
+    let plan::NetPlan::Cni { runtime_config, .. } =
+        plan::plan(&spec, chain.settings, Some(&chain.conflist))?
+    else {
+        bail!("bridge plan is not a CNI chain");
+    };
+    let id = procspec::task_dir_name(&spec.task_arn);
+    let netns = dir.join(&id);
+    let inv = cni::Invocation {
+        container_id: id,
+        netns: netns.clone(),
+        ifname: "eth0".into(),
+        cni_path: chain.settings.cni_path.clone(),
+    };
+    let mut laps = Vec::new();
+    let t = Instant::now();
+    netlink::create_netns(&netns)?;
+    laps.push(t.elapsed());
+    let t = Instant::now();
+    netlink::in_netns(Some(&netns), |h| async move {
+        if let Some(lo) = netlink::get_link(&h, "lo").await? {
+            netlink::set_up(&h, lo.index).await?;
+        }
+        Ok(())
+    })?;
+    laps.push(t.elapsed());
+    let mut prev: Option<Value> = None;
+    for (i, ty) in chain.types.iter().enumerate() {
+        let config = plan::plugin_config(&chain.conflist, i, prev.as_ref(), &runtime_config)?;
+        let t = Instant::now();
+        prev = cni::exec(&inv, ty, "ADD", &config)?;
+        laps.push(t.elapsed());
+    }
+    for (i, ty) in chain.types.iter().enumerate().rev() {
+        let config = plan::plugin_config(&chain.conflist, i, prev.as_ref(), &runtime_config)?;
+        let t = Instant::now();
+        cni::exec(&inv, ty, "DEL", &config)?;
+        laps.push(t.elapsed());
+    }
+    let t = Instant::now();
+    netlink::delete_netns(&netns)?;
+    laps.push(t.elapsed());
+    for ((_, v), lap) in chain.parts.iter_mut().zip(laps) {
+        v.push(lap);
+    }
     Ok(())
 }

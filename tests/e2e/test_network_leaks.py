@@ -463,22 +463,22 @@ def test_restarted_agent_keeps_running_task_networks(lfleet):
     vip = eni(v)["privateIPv4Address"]
     for port in ports:
         wait_http(h1, f"http://{h0.ip}:{port}/", token)
-    # An awsvpc client task on another host reaches the awsvpc server by its address.
+    # An awsvpc client task on another host fetches from the awsvpc server by its
+    # address twice a second for the whole test, logging each attempt.
     client_td = fleet.register_taskdef([fleet.container(command=[
-        "sh", "-c", f"for n in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://{vip}/ && exit 0; sleep 1; done; exit 1"],
-        memory=16)], network_mode="awsvpc")
+        "sh", "-c", "trap 'exit 0' TERM; n=0; while true; do n=$((n+1)); "
+                    f"if timeout 2 wget -q -O- http://{vip}/ >/dev/null; then echo ok $n; else echo fail $n; fi; "
+                    "sleep 0.3; done"], memory=16)], network_mode="awsvpc")
+    client = fleet.wait_task(run_one(fleet, client_td, h1, networkConfiguration=NETCFG), "RUNNING")[0]
+    client_log = h1.log_path(client["taskArn"])
 
-    def reach_from(h: multihost.SimHost) -> None:
-        c = fleet.wait_task(run_one(fleet, client_td, h, networkConfiguration=NETCFG), "STOPPED")[0]
-        assert c["containers"][0].get("exitCode") == 0, h.log_path(c["taskArn"]).read_text()
-        assert token in h.log_path(c["taskArn"]).read_text()
-    reach_from(h2)
-    wait_for(lambda: not any((h2.agent.data_dir / "cni" / "tasks").iterdir()), timeout=30,
-             what="client task network removed")
-
-    # The client's entries are withdrawn from h0's overlay (h0's own task needs none there).
-    wait_for(lambda: not h0.exec(["ip", "neigh", "show", "dev", "bvx0"]).stdout.strip(), timeout=30,
-             what="remote client's neighbour entry withdrawn on host 0")
+    def fetches() -> tuple[int, list[str]]:
+        text = client_log.read_text() if client_log.exists() else ""
+        return text.count("ok "), [l for l in text.splitlines() if l.startswith("fail")]
+    wait_for(lambda: fetches()[0] >= 3, timeout=30, what="awsvpc client on host 1 fetching from host 0's task")
+    # h0's overlay now holds the client's entries: part of the snapshot, to be kept.
+    wait_for(lambda: eni(client)["privateIPv4Address"] in h0.exec(["ip", "neigh", "show", "dev", "bvx0"]).stdout,
+             timeout=30, what="client's neighbour entry on host 0")
     before = {a: net_identity(h0, a) for a in (b["taskArn"], v["taskArn"])}
     snap = snapshot(h0)
     for kill in (True, False):
@@ -496,19 +496,52 @@ def test_restarted_agent_keeps_running_task_networks(lfleet):
         # ... kept their networks exactly (same namespace, veth, address, record) ...
         after = {a: net_identity(h0, a) for a in before}
         assert after == before
-        # (Polled: the previous round's client task may still be withdrawn from the overlay.)
-        diff = []
-        for _ in range(30):
-            diff = snapshot_diff(snap, snapshot(h0))
-            if not diff:
-                break
-            time.sleep(1)
+        diff = snapshot_diff(snap, snapshot(h0))
         assert not diff, "\n".join(diff)
         # ... and they still answer, from another host and by awsvpc address.
         for t in fleet.describe([b["taskArn"], v["taskArn"]]):
             assert t["lastStatus"] == "RUNNING", t
         for port in ports:
             wait_http(h1, f"http://{h0.ip}:{port}/", token, timeout=10)
-        reach_from(h1)
-    stopped = fleet.stop_and_wait([b["taskArn"], v["taskArn"]])
-    assert [t["containers"][0].get("exitCode") for t in stopped] == [0, 0]
+        ok = fetches()[0]
+        wait_for(lambda: fetches()[0] >= ok + 3, timeout=15, what="awsvpc client still fetching after the restart")
+    # Not one fetch failed across both restarts: the data path never went away.
+    ok, failed = fetches()
+    assert not failed, (ok, failed)
+    stopped = fleet.stop_and_wait([b["taskArn"], v["taskArn"], client["taskArn"]])
+    assert [t["containers"][0].get("exitCode") for t in stopped] == [0, 0, 0]
+
+
+# ------------------------------------------------------------------ 4. address reuse, MAC change
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a reused awsvpc address comes with a new MAC (derived from the "
+                   "task id), and tasks that spoke to the previous holder keep its MAC in their ARP cache, so "
+                   "their replies go nowhere for ~30-70 s (no flooding on bvx0 to re-resolve)")
+def test_reused_awsvpc_address_is_reachable_at_once(lfleet):
+    """A server task talks to a client at address A; that client stops and a new
+    client on another host gets A again (lowest free). The new client must reach
+    the server within a few seconds, as the first one did."""
+    fleet = lfleet
+    h0, h1, h2 = fleet.hosts
+    token = f"reuse-{secrets.token_hex(3)}"
+    server = fleet.wait_task(run_one(fleet, fleet.register_taskdef([httpd(fleet, [80], token, [])],
+                                                                   network_mode="awsvpc"),
+                                     h0, networkConfiguration=NETCFG), "RUNNING")[0]
+    vip = eni(server)["privateIPv4Address"]
+    # Each client gives up after 10 s of attempts (2 s each).
+    client_td = fleet.register_taskdef([fleet.container(command=[
+        "sh", "-c", f"for n in 1 2 3 4 5; do timeout 2 wget -q -O- http://{vip}/ && exit 0; done; exit 1"],
+        memory=16)], network_mode="awsvpc")
+    results = []
+    try:
+        for h in (h2, h1):
+            c = fleet.wait_task(run_one(fleet, client_td, h, networkConfiguration=NETCFG), "STOPPED", timeout=60)[0]
+            results.append((h.index, eni(c)["privateIPv4Address"], eni(c)["macAddress"],
+                            c["containers"][0].get("exitCode")))
+    finally:
+        fleet.stop_and_wait([server["taskArn"]])
+    # The second client did get the first one's address back (else this proves nothing) ...
+    assert results[0][1] == results[1][1] and results[0][2] != results[1][2], results
+    # ... and both reached the server.
+    assert [r[3] for r in results] == [0, 0], results

@@ -663,6 +663,8 @@ fn part_cycle(chain: &mut Chain<'_>, dir: &Path, round: usize) -> Result<()> {
         netns: netns.clone(),
         ifname: "eth0".into(),
         cni_path: chain.settings.cni_path.clone(),
+        // The agent's own limit.
+        timeout: Duration::from_secs(60),
     };
     let mut laps = Vec::new();
     let t = Instant::now();

@@ -236,6 +236,9 @@ WAVE = [("bridge", 0), ("awsvpc", 0), ("none", 0), ("bridge", None), ("awsvpc", 
 WAVES = 10
 KILL_WAVE = 5
 VICTIM = 1
+# A second kill -9, of another host's agent, while it tears stopped tasks down.
+TEARDOWN_KILL_WAVE = 7
+TEARDOWN_VICTIM = 2
 EXTRA_STARTING = [("bridge", None), ("awsvpc", None), ("none", None)]
 
 
@@ -326,12 +329,27 @@ def test_no_network_leaks_after_200_cycles_and_agent_kill9(lfleet):
             adopted = victim.agent.stderr_log.read_bytes()[log_size:].count(b"re-adopted running container")
             print(f"kill -9 with extra tasks {killed_states}; restarted agent re-adopted {adopted} containers")
             assert adopted >= 1
+        if w == TEARDOWN_KILL_WAVE:
+            tv = fleet.hosts[TEARDOWN_VICTIM]
+            log_size = tv.agent.stderr_log.stat().st_size
         for a in long:
             fleet.client.stop_task(cluster=fleet.cluster, task=a, reason="cycle")
+        if w == TEARDOWN_KILL_WAVE:
+            # Killed as soon as it has deleted the containers of one of its tasks:
+            # the network teardown of that task (and maybe others) is under way.
+            wait_for(lambda: b"task containers deleted" in tv.agent.stderr_log.read_bytes()[log_size:],
+                     timeout=30, interval=0.02, what=f"host {TEARDOWN_VICTIM} deleting a task's containers")
+            tv.kill9_agent()
+            left = sorted(os.listdir(tv.agent.data_dir / "netns"))
+            time.sleep(1)
+            tv.restart_agent()
+            tv.wait_agent_connected()
+            print(f"host {TEARDOWN_VICTIM} agent killed during teardown with {len(left)} task namespaces left")
         wait_all(fleet, arns, "STOPPED", timeout=90)
         print(f"wave {w}: {len(arns)} tasks in {time.monotonic() - tw:.1f}s"
               + (f" (agent of host {VICTIM} killed, {len(stopped_while_down)} stopped while down)"
-                 if w == KILL_WAVE else ""))
+                 if w == KILL_WAVE else "")
+              + (f" (agent of host {TEARDOWN_VICTIM} killed during teardown)" if w == TEARDOWN_KILL_WAVE else ""))
 
     assert len(plan.expect) == 200, len(plan.expect)
     final = {t["taskArn"]: t for t in describe_many(fleet, list(plan.expect))}

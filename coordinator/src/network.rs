@@ -1,6 +1,7 @@
 //! awsvpc networking decisions, pure: the cluster network CIDR, address
 //! allocation (lowest free host address, never the network, gateway or
-//! broadcast address), MAC and ENI ids derived from a task id, and validation
+//! broadcast address), the MAC derived from the address and the ENI id from
+//! the task id, and validation
 //! of RunTask's `networkConfiguration.awsvpcConfiguration` as ECS does it.
 //!
 //! **Architecture Invariant:** no I/O, no clock, no randomness here; the
@@ -78,21 +79,15 @@ pub fn allocate(cidr: &Cidr, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         .find(|ip| !used.contains(ip))
 }
 
-/// `02:` + the first 5 bytes of the (hex) task id: locally administered,
-/// unicast, stable for the task.
-pub fn mac_for(task_id: &str) -> String {
-    let hex: Vec<char> = task_id
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .chain(std::iter::repeat('0'))
-        .take(10)
-        .collect();
-    let mut out = String::from("02");
-    for pair in hex.chunks(2) {
-        out.push(':');
-        out.extend(pair.iter().map(|c| c.to_ascii_lowercase()));
-    }
-    out
+/// `02:00:` + the address's four bytes: locally administered, unicast, and
+/// a function of the address alone. Two active tasks never share an address,
+/// so never a MAC; and a task that gets a released address back gets its MAC
+/// too, so the ARP entries other tasks still hold for that address stay
+/// right (the overlay answers ARP from its tables and never floods, so a
+/// changed MAC would leave them stale until they expire).
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The attachment for a task given its address.
@@ -109,7 +104,7 @@ pub fn attachment(
         ip: ip.to_string(),
         prefix_len: cidr.prefix_len,
         gateway: Some(cidr.gateway().to_string()),
-        mac: mac_for(task_id),
+        mac: mac_for(ip),
     }
 }
 
@@ -261,18 +256,21 @@ mod tests {
     }
 
     #[test]
-    fn mac_and_eni_from_task_id() {
+    fn eni_from_task_id_and_mac_from_address() {
         let a = attachment(
             "0123456789abcdef0123456789abcdef",
             "u".into(),
             &Cidr::parse("10.199.0.0/16").unwrap(),
             Ipv4Addr::new(10, 199, 0, 2),
         );
-        assert_eq!(a.mac, "02:01:23:45:67:89");
+        assert_eq!(a.mac, "02:00:0a:c7:00:02");
         assert_eq!(a.network_interface_id, "eni-0123456789abcdef0");
         assert_eq!(a.gateway.as_deref(), Some("10.199.0.1"));
         assert_eq!(a.prefix_len, 16);
-        assert_eq!(mac_for("AB"), "02:ab:00:00:00:00");
+        assert_eq!(
+            mac_for(Ipv4Addr::new(192, 168, 255, 1)),
+            "02:00:c0:a8:ff:01"
+        );
     }
 
     #[test]

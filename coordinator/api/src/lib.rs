@@ -431,7 +431,7 @@ pub struct NetworkBinding {
 
 /// A task's awsvpc interface as the coordinator allocated it: the address in
 /// the cluster network, its prefix length, the network's gateway and a MAC
-/// derived from the task id. Sent to the agent as [`TaskSpec::awsvpc`].
+/// derived from the address. Sent to the agent as [`TaskSpec::awsvpc`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsvpcAttachment {
@@ -444,7 +444,7 @@ pub struct AwsvpcAttachment {
     pub prefix_len: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// `02:` + 5 bytes of the task id (locally administered, unicast).
+    /// `02:00:` + the address's 4 bytes (locally administered, unicast).
     pub mac: String,
 }
 

@@ -981,3 +981,109 @@ async fn lying_manifest_fails_the_pull_cleanly() {
     assert!(!env.rt.has_snapshot(&env.image.diff_id).await.expect("stat"));
     assert!(ctr(&env.ctd, &["leases", "ls", "-q"]).trim().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_health_checks_inside_the_container() {
+    use berth_agent::runtime::ExecOutcome;
+    let Some(env) = setup(
+        "exec_runs_health_checks_inside_the_container",
+        ImageOptions::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let cfg = env.rt.pull(&env.image.reference).await.expect("pull");
+    let mut req = env.request(
+        "checked",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; touch /tmp/marker; echo ready; while true; do sleep 1; done",
+        ],
+        &cfg,
+    );
+    req.env.push("HC_FOO=bar".into());
+    req.cwd = "/tmp".into();
+    env.rt.create(&req).await.expect("create");
+    env.rt.start("checked").await.expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.stdout("checked") != "ready\n" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let t = Duration::from_secs(5);
+
+    // The container's env, cwd and filesystem; the exit code comes back.
+    let ok = env
+        .rt
+        .exec(
+            "checked",
+            args(&[
+                "sh",
+                "-c",
+                "test \"$HC_FOO\" = bar && test \"$(pwd)\" = /tmp && test -f marker",
+            ]),
+            t,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(ok, ExecOutcome::Exited(0));
+    let code = env
+        .rt
+        .exec("checked", args(&["sh", "-c", "exit 7"]), t)
+        .await
+        .expect("exec");
+    assert_eq!(code, ExecOutcome::Exited(7));
+
+    // A check that outlives its timeout is killed and reported as such.
+    let started = Instant::now();
+    let slow = env
+        .rt
+        .exec("checked", args(&["sleep", "30"]), Duration::from_secs(1))
+        .await
+        .expect("exec");
+    assert_eq!(slow, ExecOutcome::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An executable that does not exist cannot be started.
+    match env.rt.exec("checked", args(&["/no/such/check"]), t).await {
+        Err(RuntimeError::Start(msg)) => assert!(msg.contains("exec in checked"), "{msg}"),
+        other => panic!("expected a start error, got {other:?}"),
+    }
+
+    // Many checks leave no processes behind: only the container's own
+    // (sh and its sleep) remain.
+    for _ in 0..10 {
+        let r = env
+            .rt
+            .exec("checked", args(&["true"]), t)
+            .await
+            .expect("exec");
+        assert_eq!(r, ExecOutcome::Exited(0));
+    }
+    let ps = ctr(&env.ctd, &["tasks", "ps", "checked"]);
+    let pids = ps.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    assert!(pids <= 2, "leftover exec processes: {ps}");
+
+    // No container, or one whose task has exited: NotFound.
+    assert!(matches!(
+        env.rt.exec("no-such", args(&["true"]), t).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    env.rt.kill("checked", 15).await.expect("kill");
+    tokio::time::timeout(Duration::from_secs(10), env.rt.wait("checked"))
+        .await
+        .expect("exit after TERM")
+        .expect("wait");
+    let after_exit = env.rt.exec("checked", args(&["true"]), t).await;
+    assert!(
+        matches!(after_exit, Err(RuntimeError::NotFound(_))),
+        "{after_exit:?}"
+    );
+    env.rt.delete("checked").await.expect("delete");
+}

@@ -832,7 +832,7 @@ impl ContainerdRuntime {
                 return Err(RuntimeError::NotFound(id.to_string()))
             }
             // The task exists but is not running (exited, not yet deleted).
-            Err(s) if s.code() == Code::FailedPrecondition => {
+            Err(s) if task_not_running(&s) => {
                 return Err(RuntimeError::NotFound(format!("{id}: {}", status_text(&s))))
             }
             Err(s) => return Err(containerd_err("Tasks.Exec", id, &s)),
@@ -927,6 +927,19 @@ impl ContainerdRuntime {
                 Ok(ExecOutcome::TimedOut)
             }
         }
+    }
+}
+
+/// An exec refused because the container's task is not running; containerd
+/// 1.6 answers `Unknown: cannot exec in a stopped state`.
+fn task_not_running(s: &tonic::Status) -> bool {
+    match s.code() {
+        Code::FailedPrecondition => true,
+        Code::Unknown => {
+            let m = s.message();
+            m.contains("stopped state") || m.contains("not running")
+        }
+        _ => false,
     }
 }
 
@@ -1134,6 +1147,25 @@ mod tests {
         let (a, b) = (next_exec_id(), next_exec_id());
         assert_ne!(a, b);
         assert!(a.len() <= 76 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn task_not_running_table() {
+        let cases = [
+            (
+                tonic::Status::unknown("cannot exec in a stopped state: unknown"),
+                true,
+            ),
+            (
+                tonic::Status::failed_precondition("task is not running"),
+                true,
+            ),
+            (tonic::Status::unknown("transport error"), false),
+            (tonic::Status::unavailable("connection refused"), false),
+        ];
+        for (status, want) in cases {
+            assert_eq!(task_not_running(&status), want, "{status:?}");
+        }
     }
 
     #[test]

@@ -194,11 +194,13 @@ pub fn pick_to_stop(cands: &[&TaskFacts], population: &[&TaskFacts], n: usize) -
 
 /// One scheduling step for `svc`, given its tasks (active ones and STOPPED
 /// ones still in the model) and, for DAEMON, the ACTIVE instances of its
-/// cluster. Pure: `now` and `rng` are the caller's.
+/// cluster with whether their agent is connected (a disconnected instance
+/// keeps its daemon task but gets no new one). Pure: `now` and `rng` are the
+/// caller's.
 pub fn service_step(
     svc: &Service,
     tasks: &[TaskFacts],
-    daemon_targets: &[String],
+    daemon_targets: &[(String, bool)],
     now: f64,
     rng: &mut StdRng,
 ) -> Decisions {
@@ -321,7 +323,7 @@ pub fn service_step(
         let is_primary = |t: &TaskFacts| t.deployment.as_deref() == Some(p.id.as_str());
         let can_launch = p.rollout_state != "FAILED" && now >= s.next_launch_at;
         if s.scheduling_strategy == "DAEMON" {
-            let targets: BTreeSet<&String> = daemon_targets.iter().collect();
+            let targets: BTreeSet<&String> = daemon_targets.iter().map(|(i, _)| i).collect();
             let mut per_instance: BTreeMap<&String, Vec<&TaskFacts>> = BTreeMap::new();
             for t in &active {
                 per_instance.entry(&t.instance_id).or_default().push(t);
@@ -343,8 +345,8 @@ pub fn service_step(
             if can_launch {
                 start_on = daemon_targets
                     .iter()
-                    .filter(|i| !per_instance.contains_key(i))
-                    .cloned()
+                    .filter(|(i, connected)| *connected && !per_instance.contains_key(i))
+                    .map(|(i, _)| i.clone())
                     .collect();
             }
             s.desired_count = daemon_targets.len() as u32;
@@ -705,12 +707,11 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
         .iter()
         .map(|t| facts(m, t, settle, now, ctx.connected))
         .collect();
-    let targets: Vec<String> = if svc.scheduling_strategy == "DAEMON" {
+    let targets: Vec<(String, bool)> = if svc.scheduling_strategy == "DAEMON" {
         m.instances
             .values()
             .filter(|i| i.cluster == svc.cluster && i.status == "ACTIVE")
-            .filter(|i| (ctx.connected)(&i.id))
-            .map(|i| i.id.clone())
+            .map(|i| (i.id.clone(), (ctx.connected)(&i.id)))
             .collect()
     } else {
         vec![]
@@ -1590,9 +1591,14 @@ mod tests {
         let mut ts = tasks("ecs-svc/2", "hh", &["a"]);
         ts[0].instance_id = "i1".into();
         ts[1].instance_id = "i9".into(); // no longer ACTIVE
-        let targets = vec!["i1".to_string(), "i2".to_string(), "i3".to_string()];
+                                         // i3's agent is disconnected: counted, but nothing placed there yet.
+        let targets = vec![
+            ("i1".to_string(), true),
+            ("i2".to_string(), true),
+            ("i3".to_string(), false),
+        ];
         let d = service_step(&s, &ts, &targets, 5.0, &mut StdRng::seed_from_u64(1));
-        assert_eq!(d.start_on, vec!["i2".to_string(), "i3".to_string()]);
+        assert_eq!(d.start_on, vec!["i2".to_string()]);
         assert_eq!(d.stop, vec![ts[1].id.clone()]);
         assert_eq!(d.service.desired_count, 3);
     }

@@ -154,3 +154,33 @@ def test_depends_on_healthy_fails_when_the_dependency_turns_unhealthy(cluster):
     assert "dependency db is UNHEALTHY" in app.get("reason", ""), task
     wait_for(lambda: not cluster.ctr_containers() and not cluster.ctr_tasks(), timeout=20,
              what="containerd namespace to be empty")
+
+
+def test_restarted_agent_checks_readopted_containers(private_cluster):
+    """The agent dies (kill -9) while a checked container runs; the container
+    breaks while the agent is down; the restarted agent re-adopts it, checks
+    it again and reports it UNHEALTHY."""
+    cluster = private_cluster
+    td = cluster.register_td([
+        cluster.container("web", command=BECOMES_OK,
+                          healthCheck=check(["CMD-SHELL", "test -f /tmp/ok"])),
+    ])
+    arn = cluster.run_task(td)
+    task = wait_for(lambda: (t := cluster.describe_one(arn))["healthStatus"] == "HEALTHY" and t,
+                    timeout=60, interval=0.2, what="task HEALTHY")
+    rid = task["containers"][0]["runtimeId"]
+
+    cluster.agent.kill9()
+    cluster.containerd.ctr("tasks", "exec", "--exec-id", "test-break", rid, "rm", "/tmp/ok",
+                           namespace=cluster.namespace)
+    # Nobody checks while the agent is down: the coordinator still has HEALTHY.
+    time.sleep(6)
+    assert cluster.describe_one(arn)["healthStatus"] == "HEALTHY"
+
+    cluster.agent.start()
+    task = wait_for(lambda: (t := cluster.describe_one(arn))["containers"][0].get("healthStatus") == "UNHEALTHY"
+                    and t, timeout=60, interval=0.2, what="re-adopted container UNHEALTHY")
+    assert task["healthStatus"] == "UNHEALTHY", task
+    assert task["containers"][0]["runtimeId"] == rid, "the container was re-adopted, not replaced"
+    assert task["lastStatus"] == "RUNNING", task
+    stop_and_check_empty(cluster, [arn])

@@ -56,6 +56,10 @@ pub fn breaker_threshold(desired: u32) -> u32 {
     desired.div_ceil(2).clamp(3, 200)
 }
 
+/// ECS's `stoppedReason` for a task the scheduler stops because an essential
+/// container's health check reports UNHEALTHY (counts as a failed task).
+pub const HEALTH_CHECK_FAILED: &str = "Task failed container health checks";
+
 /// Consecutive start failures after which launches are throttled.
 pub const THROTTLE_AFTER: u32 = 3;
 
@@ -569,7 +573,9 @@ pub fn facts(
             .get(&t.instance_id)
             .is_none_or(|i| i.status != "ACTIVE")
             || !connected(&t.instance_id),
-        failed: stopped && !by_scheduler && never_healthy,
+        failed: stopped
+            && never_healthy
+            && (!by_scheduler || t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED)),
     }
 }
 
@@ -729,9 +735,12 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
                 let mut n = (**t).clone();
                 n.desired_status = DesiredStatus::Stopped;
                 n.stop_code = Some(StopCode::ServiceSchedulerInitiated);
-                n.stopped_reason = Some(format!(
-                    "Scaling activity initiated by (deployment {primary_id})"
-                ));
+                let unhealthy = view.iter().any(|f| f.id == t.id && f.unhealthy);
+                n.stopped_reason = Some(if unhealthy {
+                    HEALTH_CHECK_FAILED.to_string()
+                } else {
+                    format!("Scaling activity initiated by (deployment {primary_id})")
+                });
                 n.stopping_at.get_or_insert(now);
                 n.version += 1;
                 n

@@ -29,6 +29,8 @@ enum Behaviour {
     Run,
     /// It never gets to RUNNING: reported STOPPED (TaskFailedToStart).
     FailToStart,
+    /// It runs, but its container's health check reports UNHEALTHY.
+    Unhealthy,
 }
 
 impl Agent {
@@ -70,6 +72,14 @@ impl Agent {
             let container = spec["containers"][0]["name"].as_str().unwrap().to_string();
             let mut rep = json!({"taskArn": arn, "lastStatus": want,
                 "containers": [{"name": container, "lastStatus": want}]});
+            if want == "RUNNING" {
+                let health = if behaviour(&spec) == Behaviour::Unhealthy {
+                    "UNHEALTHY"
+                } else {
+                    "HEALTHY"
+                };
+                rep["containers"][0]["healthStatus"] = json!(health);
+            }
             if want == "STOPPED" && spec["desiredStatus"] == "RUNNING" {
                 rep["stopCode"] = json!("TaskFailedToStart");
                 rep["stoppedReason"] = json!("CannotPullContainerError: simulated");
@@ -652,4 +662,85 @@ async fn delete_daemon_errors_and_restart() {
     let busy = t.ecs("DeleteCluster", json!({"cluster": "d"})).await;
     assert_eq!(busy.body["__type"], "ClusterContainsServicesException");
     t.stop().await;
+}
+
+#[tokio::test]
+async fn circuit_breaker_counts_tasks_that_fail_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(dir.path()).await;
+    t.ok("CreateCluster", json!({"clusterName": "hc"})).await;
+    let checked = |note: &str| {
+        json!({"family": "web", "containerDefinitions": [
+            {"name": "c", "image": "busybox", "memory": 64,
+             "environment": [{"name": "NOTE", "value": note}],
+             "healthCheck": {"command": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 5, "retries": 1}}]})
+    };
+    let good = t.ok("RegisterTaskDefinition", checked("good")).await["taskDefinition"]
+        ["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bad = t.ok("RegisterTaskDefinition", checked("bad")).await["taskDefinition"]
+        ["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut agents = vec![Agent::join(&t, "hc", "az-a").await];
+    t.ok(
+        "CreateService",
+        json!({"cluster": "hc", "serviceName": "web", "taskDefinition": good, "desiredCount": 2,
+               "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+    )
+    .await;
+    let bad_arn = bad.clone();
+    let behaviour = move |spec: &Value| {
+        if spec["taskDefinitionArn"] == bad_arn.as_str() {
+            Behaviour::Unhealthy
+        } else {
+            Behaviour::Run
+        }
+    };
+    // HEALTHY reports make the checked tasks count healthy.
+    let s = play_until(&t, &mut agents, "hc", "web", &behaviour, steady).await;
+    assert_eq!(s["runningCount"], 2);
+    t.ok(
+        "UpdateService",
+        json!({"cluster": "hc", "service": "web", "taskDefinition": bad}),
+    )
+    .await;
+    let s = play_until(&t, &mut agents, "hc", "web", &behaviour, |s| {
+        steady(s) && s["taskDefinition"] == good.as_str()
+    })
+    .await;
+    let msgs = messages(&s);
+    assert!(
+        msgs.iter()
+            .any(|m| m.ends_with("failed container health checks.")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.ends_with("deployment failed: tasks failed to start.")),
+        "{msgs:?}"
+    );
+    let stopped = t
+        .ok(
+            "ListTasks",
+            json!({"cluster": "hc", "serviceName": "web", "desiredStatus": "STOPPED"}),
+        )
+        .await;
+    let d = t
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "hc", "tasks": stopped["taskArns"]}),
+        )
+        .await;
+    assert!(d["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(
+            |x| x["stoppedReason"] == "Task failed container health checks"
+                && x["taskDefinitionArn"] == bad.as_str()
+        ));
 }

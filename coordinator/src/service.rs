@@ -964,11 +964,6 @@ fn merge_config(
             "maximumPercent must be greater than or equal to 100.",
         ));
     }
-    if c.maximum_percent <= c.minimum_healthy_percent && c.maximum_percent > 0 && !daemon {
-        return Err(ApiError::invalid(
-            "maximumPercent must be greater than minimumHealthyPercent.",
-        ));
-    }
     Ok(c)
 }
 
@@ -1464,6 +1459,83 @@ mod tests {
                     || s.desired_count < healthy_before,
                 "{name}: min"
             );
+        }
+    }
+
+    /// Plays a whole rolling deployment through `service_step` with an
+    /// instant agent (started tasks are healthy one round later, stopped ones
+    /// STOPPED one round later) for every small configuration, checking
+    /// ECS's limits at every round and that it completes unless the
+    /// configuration leaves no room (floor(d*max) <= d and ceil(d*min) >= d).
+    #[test]
+    fn rolling_deployment_simulation_respects_limits_and_completes() {
+        for desired in 1..=7u32 {
+            for min in [0u32, 25, 50, 75, 100] {
+                for max in [100u32, 125, 150, 200] {
+                    let s0 = deploying(desired, min, max);
+                    let old: String = "h".repeat(desired as usize);
+                    let mut ts = tasks("ecs-svc/1", &old, &["a", "b"]);
+                    let mut s = s0.clone();
+                    let mut rng = StdRng::seed_from_u64(3);
+                    let stuck =
+                        max_active(desired, max) <= desired && min_healthy(desired, min) >= desired;
+                    let mut done = false;
+                    for round in 0..50 {
+                        let d = service_step(&s, &ts, &[], 100.0 + round as f64, &mut rng);
+                        s = d.service;
+                        let active = ts.iter().filter(|t| t.active).count() as u32;
+                        assert!(
+                            active + d.start <= max_active(desired, max).max(desired),
+                            "{desired} {min}/{max} round {round}: {active} + {}",
+                            d.start
+                        );
+                        // Agent: stops land, starts become healthy next round.
+                        for t in ts.iter_mut() {
+                            if d.stop.contains(&t.id) {
+                                t.wanted = false;
+                                t.healthy = false;
+                            } else if t.active && !t.wanted {
+                                t.active = false;
+                            } else if t.active && !t.healthy {
+                                t.healthy = true;
+                            }
+                        }
+                        let healthy = ts.iter().filter(|t| t.wanted && t.healthy).count() as u32;
+                        assert!(
+                            healthy >= min_healthy(desired, min),
+                            "{desired} {min}/{max} round {round}: {healthy} healthy"
+                        );
+                        for k in 0..d.start {
+                            ts.push(TaskFacts {
+                                id: format!("n{round}-{k}"),
+                                deployment: Some("ecs-svc/2".into()),
+                                instance_id: "i0".into(),
+                                availability_zone: Some("a".into()),
+                                created_at: 100.0 + round as f64,
+                                active: true,
+                                wanted: true,
+                                healthy: false,
+                                unhealthy: false,
+                                on_draining: false,
+                                failed: false,
+                            });
+                        }
+                        if s.deployments.len() == 1 && s.deployments[0].rollout_state == "COMPLETED"
+                        {
+                            done = true;
+                            break;
+                        }
+                    }
+                    assert_eq!(done, !stuck, "{desired} {min}/{max}");
+                    if done {
+                        let live: Vec<&TaskFacts> = ts.iter().filter(|t| t.active).collect();
+                        assert_eq!(live.len() as u32, desired);
+                        assert!(live
+                            .iter()
+                            .all(|t| t.deployment.as_deref() == Some("ecs-svc/2")));
+                    }
+                }
+            }
         }
     }
 

@@ -183,6 +183,10 @@ pub struct Task {
     /// released when the task is STOPPED).
     #[serde(default)]
     pub awsvpc: Option<crate::network::TaskEni>,
+    /// A service task's STOPPED state was accounted by the service scheduler
+    /// (failure counters), so it is counted exactly once.
+    #[serde(default)]
+    pub service_accounted: bool,
 }
 
 impl Task {
@@ -300,8 +304,6 @@ pub struct Service {
     pub deployments: Vec<Deployment>,
     /// The task definition of the last deployment that COMPLETED (rollback target).
     pub last_completed_task_definition: Option<String>,
-    /// STOPPED tasks of this service already accounted (failures counted).
-    pub accounted_stopped: BTreeSet<String>,
     /// Consecutive tasks that failed to start (throttling).
     pub launch_failures: u32,
     /// No task is started before this time (throttling).
@@ -791,6 +793,7 @@ mod tests {
             tags: vec![],
             availability_zone: None,
             awsvpc: None,
+            service_accounted: false,
         }
     }
 

@@ -94,6 +94,8 @@ pub struct TaskFacts {
     pub on_draining: bool,
     /// STOPPED before becoming healthy, not stopped by a user or the scheduler.
     pub failed: bool,
+    /// STOPPED and already counted by an earlier step.
+    pub accounted: bool,
 }
 
 /// What one step decided.
@@ -107,6 +109,8 @@ pub struct Decisions {
     pub start_on: Vec<String>,
     /// Tasks to stop.
     pub stop: Vec<String>,
+    /// STOPPED tasks counted by this step (marked so they count once).
+    pub accounted: Vec<String>,
 }
 
 fn event(s: &mut Service, rng: &mut StdRng, now: f64, message: String) {
@@ -214,11 +218,9 @@ pub fn service_step(
 
     // 1. Account tasks that stopped since the last step.
     let mut new_failures = 0u32;
-    for t in tasks.iter().filter(|t| !t.active) {
-        if s.accounted_stopped.contains(&t.id) {
-            continue;
-        }
-        s.accounted_stopped.insert(t.id.clone());
+    let mut accounted = Vec::new();
+    for t in tasks.iter().filter(|t| !t.active && !t.accounted) {
+        accounted.push(t.id.clone());
         if t.failed {
             new_failures += 1;
             if let Some(d) = s
@@ -231,9 +233,6 @@ pub fn service_step(
             }
         }
     }
-    let stopped_ids: BTreeSet<&String> =
-        tasks.iter().filter(|t| !t.active).map(|t| &t.id).collect();
-    s.accounted_stopped.retain(|id| stopped_ids.contains(id));
     if new_failures > 0 {
         s.launch_failures += new_failures;
         if s.launch_failures > THROTTLE_AFTER {
@@ -500,6 +499,7 @@ pub fn service_step(
         start,
         start_on,
         stop,
+        accounted,
     }
 }
 
@@ -573,6 +573,7 @@ pub fn facts(
             .get(&t.instance_id)
             .is_none_or(|i| i.status != "ACTIVE")
             || !connected(&t.instance_id),
+        accounted: t.service_accounted,
         failed: stopped
             && never_healthy
             && (!by_scheduler || t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED)),
@@ -726,7 +727,16 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
     let mut s = d.service;
     let mut cmds = Vec::new();
     let primary_id = s.primary().map(|p| p.id.clone()).unwrap_or_default();
-    if !d.stop.is_empty() {
+    if !d.stop.is_empty() || !d.accounted.is_empty() {
+        let marked = d
+            .accounted
+            .iter()
+            .filter_map(|id| m.tasks.get(id))
+            .map(|t| {
+                let mut n = (**t).clone();
+                n.service_accounted = true;
+                n
+            });
         let stopped: Vec<Task> = d
             .stop
             .iter()
@@ -745,6 +755,7 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
                 n.version += 1;
                 n
             })
+            .chain(marked)
             .collect();
         cmds.push(Command::PutTasks {
             tasks: stopped,
@@ -1035,7 +1046,6 @@ pub fn plan_create(
             ctx.now,
         )],
         last_completed_task_definition: None,
-        accounted_stopped: BTreeSet::new(),
         launch_failures: 0,
         next_launch_at: 0.0,
     };
@@ -1270,7 +1280,6 @@ mod tests {
                 1.0,
             )],
             last_completed_task_definition: Some("td:1".into()),
-            accounted_stopped: BTreeSet::new(),
             launch_failures: 0,
             next_launch_at: 0.0,
         }
@@ -1303,6 +1312,7 @@ mod tests {
                 unhealthy: k == 'u',
                 on_draining: k == 'd',
                 failed: k == 's',
+                accounted: false,
             })
             .collect()
     }
@@ -1518,6 +1528,7 @@ mod tests {
                                 unhealthy: false,
                                 on_draining: false,
                                 failed: false,
+                                accounted: false,
                             });
                         }
                         if s.deployments.len() == 1 && s.deployments[0].rollout_state == "COMPLETED"
@@ -1596,10 +1607,21 @@ mod tests {
                 "(service web) (deployment ecs-svc/2) deployment completed.",
             ]
         );
-        // Stopped tasks stopped by failure are accounted once.
+        // Stopped tasks are accounted once: marked, they are not counted again.
         assert_eq!(d.service.deployments[0].failed_tasks, 0);
+        assert_eq!(d.accounted, vec!["1-0".to_string(), "1-1".to_string()]);
+        let ts = accounted(ts, &d.accounted);
         let again = step(&d.service, &ts);
         assert_eq!(again.service, d.service, "a steady service does not change");
+    }
+
+    fn accounted(mut ts: Vec<TaskFacts>, ids: &[String]) -> Vec<TaskFacts> {
+        for t in ts.iter_mut() {
+            if ids.contains(&t.id) {
+                t.accounted = true;
+            }
+        }
+        ts
     }
 
     fn cat_all(v: Vec<Vec<TaskFacts>>) -> Vec<TaskFacts> {
@@ -1621,8 +1643,17 @@ mod tests {
         assert_eq!(d.service.deployments[0].failed_tasks, 2);
         assert_eq!(d.service.deployments[0].rollout_state, "IN_PROGRESS");
         // A third: FAILED, and a rollback deployment of td:1 becomes PRIMARY.
-        let ts = cat_all(vec![old.clone(), tasks("ecs-svc/2", "sss", &["a"])]);
+        let first = d.accounted.clone();
+        let ts = accounted(
+            cat_all(vec![old.clone(), tasks("ecs-svc/2", "sss", &["a"])]),
+            &first,
+        );
         let d = step(&d.service, &ts);
+        assert_eq!(
+            d.accounted,
+            vec!["2-2".to_string()],
+            "only the new one counts"
+        );
         let deps = &d.service.deployments;
         assert_eq!(deps[0].status, "PRIMARY");
         assert_eq!(deps[0].task_definition, "td:1");
@@ -1661,6 +1692,7 @@ mod tests {
             .message
             .contains("is unable to consistently start tasks successfully"));
         // After the delay, it tries again.
+        let ts = accounted(ts, &d.accounted);
         let later = service_step(&d.service, &ts, &[], 111.0, &mut StdRng::seed_from_u64(1));
         assert_eq!(later.start, 1);
     }

@@ -1178,6 +1178,7 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
                 .find(|a| a.name == "ecs.availability-zone")
                 .and_then(|a| a.value.clone()),
             awsvpc,
+            service_accounted: false,
         });
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();

@@ -985,18 +985,27 @@ pub fn plan_create(
 ) -> Result<(Vec<Command>, Outcome), ApiError> {
     let cluster = crate::state::active_cluster(m, r.cluster.as_deref())?;
     let key = crate::model::service_key(&cluster.name, &r.name);
-    match m.services.get(&key).map(|s| s.status.as_str()) {
-        Some("ACTIVE") => {
+    let td = resolve_task_def(m, &r.task_definition)?;
+    match m.services.get(&key) {
+        Some(s) if s.status == "ACTIVE" => {
+            // ECS: the same request again returns the service; different
+            // parameters are refused.
+            let same = s.task_definition == td.arn
+                && (s.scheduling_strategy == "DAEMON" || Some(s.desired_count) == r.desired_count)
+                && s.launch_type == r.launch_type
+                && s.scheduling_strategy == r.scheduling_strategy;
+            if same {
+                return Ok((vec![], Outcome::Service(key)));
+            }
             return Err(ApiError::invalid("Creation of service was not idempotent."));
         }
-        Some("DRAINING") => {
+        Some(s) if s.status == "DRAINING" => {
             return Err(ApiError::invalid(
                 "Unable to Start a service that is still Draining.",
             ));
         }
         _ => {}
     }
-    let td = resolve_task_def(m, &r.task_definition)?;
     check_network(&td, r.network_configuration.as_ref())?;
     let daemon = r.scheduling_strategy == "DAEMON";
     let defaults = crate::model::DeploymentConfig {

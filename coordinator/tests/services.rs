@@ -567,13 +567,26 @@ async fn delete_daemon_errors_and_restart() {
                "tags": [{"key": "team", "value": "a"}], "propagateTags": "SERVICE"}),
     )
     .await;
-    let dup = t
-        .ecs(
+    // The same request again answers the service; different parameters are refused.
+    let again = t
+        .ok(
             "CreateService",
             json!({"cluster": "d", "serviceName": "api", "taskDefinition": "web", "desiredCount": 2}),
         )
         .await;
+    assert_eq!(again["service"]["serviceName"], "api");
+    assert_eq!(again["service"]["deployments"].as_array().unwrap().len(), 1);
+    let dup = t
+        .ecs(
+            "CreateService",
+            json!({"cluster": "d", "serviceName": "api", "taskDefinition": "web", "desiredCount": 3}),
+        )
+        .await;
     assert_eq!(dup.body["__type"], "InvalidParameterException");
+    assert_eq!(
+        dup.body["message"],
+        "Creation of service was not idempotent."
+    );
     let s = play_until(&t, &mut agents, "d", "api", &always_run, steady).await;
     assert_eq!(s["tags"], json!([{"key": "team", "value": "a"}]));
     let tasks = service_tasks(&t, "d", "api").await;

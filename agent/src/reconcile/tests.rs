@@ -517,6 +517,18 @@ fn report_due_table() {
     let mut late = stopped(started(record(exited(1), exited(4))), false, false);
     late.execution_stopped_at = Some(99.0);
     let stopped_b = task_report(&late);
+    let with_health = |h| {
+        let mut r = started(record(RUN, RUN));
+        r.containers[0].health = h;
+        task_report(&r)
+    };
+    let checking = with_health(Some(berth_api::HealthStatus::Unknown));
+    let healthy = with_health(Some(berth_api::HealthStatus::Healthy));
+    let unhealthy = with_health(Some(berth_api::HealthStatus::Unhealthy));
+    assert_eq!(
+        healthy.containers[0].health_status,
+        Some(berth_api::HealthStatus::Healthy)
+    );
     let cases: Vec<(&str, Option<&TaskReport>, &TaskReport, bool)> = vec![
         ("first report", None, &pending, true),
         ("unchanged", Some(&pending), &pending, false),
@@ -528,6 +540,10 @@ fn report_due_table() {
         ),
         ("task RUNNING", Some(&pulled), &running, true),
         ("container exit code", Some(&running), &side_exit, true),
+        ("checker started", Some(&running), &checking, true),
+        ("HEALTHY", Some(&checking), &healthy, true),
+        ("UNHEALTHY", Some(&healthy), &unhealthy, true),
+        ("same health", Some(&healthy), &healthy, false),
         ("STOPPED", Some(&side_exit), &stopped_a, true),
         (
             "any change once STOPPED",

@@ -189,6 +189,18 @@ fn take(c: &mut Candidate, need: &Need) -> DynamicPorts {
 
 /// Keeps the candidates a strategy likes best (lowest key).
 fn narrow(cands: &[Candidate], feasible: Vec<usize>, strategy: &Strategy) -> Vec<usize> {
+    // Group-task totals per attribute value, computed once (not per candidate).
+    let per_value: BTreeMap<Option<String>, i64> = match strategy {
+        Strategy::SpreadAttribute(name) => {
+            let mut m: BTreeMap<Option<String>, i64> = BTreeMap::new();
+            for o in cands {
+                *m.entry(o.facts.attributes.get(name).cloned().flatten())
+                    .or_default() += i64::from(o.group_tasks);
+            }
+            m
+        }
+        _ => BTreeMap::new(),
+    };
     let key = |i: usize| -> i64 {
         let c = &cands[i];
         match strategy {
@@ -196,11 +208,7 @@ fn narrow(cands: &[Candidate], feasible: Vec<usize>, strategy: &Strategy) -> Vec
             Strategy::SpreadInstance => i64::from(c.group_tasks),
             Strategy::SpreadAttribute(name) => {
                 let value = c.facts.attributes.get(name).cloned().flatten();
-                cands
-                    .iter()
-                    .filter(|o| o.facts.attributes.get(name).cloned().flatten() == value)
-                    .map(|o| i64::from(o.group_tasks))
-                    .sum()
+                per_value.get(&value).copied().unwrap_or(0)
             }
             Strategy::BinpackCpu => c.cpu_remaining,
             Strategy::BinpackMemory => c.memory_remaining,

@@ -872,7 +872,14 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             let mut working: Option<Model> = None;
             for k in keys {
                 let base = working.as_ref().unwrap_or(m);
-                let step = crate::service::plan_step(base, &k, ctx)?;
+                // One service's trouble never stalls the others.
+                let step = match crate::service::plan_step(base, &k, ctx) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        tracing::warn!(service = %k, error = %e, "service step failed");
+                        continue;
+                    }
+                };
                 if step.is_empty() {
                     continue;
                 }

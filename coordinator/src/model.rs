@@ -421,9 +421,11 @@ pub struct Model {
     /// `mi-...` → instance id.
     pub instance_by_ec2_id: BTreeMap<String, String>,
     pub tasks: BTreeMap<String, Arc<Task>>,
-    /// Derived index (rebuilt on load): instance id → ids of its active tasks.
+    /// Derived index (rebuilt on load): instance id → its active tasks and
+    /// their summed load, kept current by `put_task` so placement reads an
+    /// instance's usage without walking its tasks.
     #[serde(skip)]
-    pub active_by_instance: BTreeMap<String, Arc<BTreeSet<String>>>,
+    pub active_by_instance: BTreeMap<String, Arc<ActiveOn>>,
     pub tokens: BTreeMap<String, TokenResult>,
     pub activations: BTreeMap<String, Arc<Activation>>,
     /// Cluster name → awsvpc membership epoch: bumped whenever an awsvpc
@@ -442,6 +444,80 @@ pub struct Model {
     pub tasks_by_service: BTreeMap<String, Arc<BTreeSet<String>>>,
 }
 
+/// The active tasks of one instance and what they hold, summed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActiveOn {
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    pub cpu: i64,
+    pub memory: i64,
+    /// Tasks whose last status is RUNNING / before RUNNING.
+    pub running: u32,
+    pub pending: u32,
+    /// Host ports held (reserved or bound), `(udp, port)` → holders.
+    pub ports: BTreeMap<(bool, u16), u32>,
+    /// Task group → active tasks of that group here.
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl ActiveOn {
+    /// Host ports a task holds: reserved ones and its containers' bindings.
+    fn ports_of(t: &Task) -> impl Iterator<Item = (bool, u16)> + '_ {
+        let reserved = t.reserved_ports.iter().filter_map(|p| {
+            p.host_port
+                .filter(|hp| *hp != 0)
+                .map(|hp| (p.protocol() == "udp", hp))
+        });
+        let bound = t
+            .containers
+            .iter()
+            .flat_map(|c| c.network_bindings.iter())
+            .map(|b| (b.protocol == "udp", b.host_port));
+        reserved.chain(bound)
+    }
+
+    fn add(&mut self, t: &Arc<Task>) {
+        self.cpu += i64::from(t.cpu);
+        self.memory += i64::from(t.memory);
+        if t.last_status == TaskStatus::Running {
+            self.running += 1;
+        } else if t.last_status < TaskStatus::Running {
+            self.pending += 1;
+        }
+        for k in Self::ports_of(t) {
+            *self.ports.entry(k).or_default() += 1;
+        }
+        *self.groups.entry(t.group.clone()).or_default() += 1;
+        self.tasks.insert(t.id.clone(), t.clone());
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(t) = self.tasks.remove(id) else {
+            return;
+        };
+        self.cpu -= i64::from(t.cpu);
+        self.memory -= i64::from(t.memory);
+        if t.last_status == TaskStatus::Running {
+            self.running = self.running.saturating_sub(1);
+        } else if t.last_status < TaskStatus::Running {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        for k in Self::ports_of(&t) {
+            if let Some(n) = self.ports.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ports.remove(&k);
+                }
+            }
+        }
+        if let Some(n) = self.groups.get_mut(&t.group) {
+            *n -= 1;
+            if *n == 0 {
+                self.groups.remove(&t.group);
+            }
+        }
+    }
+}
+
 /// The service key a task belongs to, from its group `service:NAME`.
 pub fn task_service_key(t: &Task) -> Option<String> {
     t.group
@@ -452,11 +528,9 @@ pub fn task_service_key(t: &Task) -> Option<String> {
 impl Model {
     /// Rebuilds derived indexes after deserialising a snapshot.
     pub fn rebuild_indexes(&mut self) {
-        let mut idx: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut idx: BTreeMap<String, ActiveOn> = BTreeMap::new();
         for t in self.tasks.values().filter(|t| t.is_active()) {
-            idx.entry(t.instance_id.clone())
-                .or_default()
-                .insert(t.id.clone());
+            idx.entry(t.instance_id.clone()).or_default().add(t);
         }
         self.active_by_instance = idx.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let mut by_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -500,8 +574,12 @@ impl Model {
         self.active_by_instance
             .get(instance)
             .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .flat_map(|a| a.tasks.values())
+    }
+
+    /// The active tasks of an instance with their summed load.
+    pub fn active_on(&self, instance: &str) -> Option<&ActiveOn> {
+        self.active_by_instance.get(instance).map(|a| a.as_ref())
     }
 
     /// Applies a decided command. Infallible: references to entities that do
@@ -662,6 +740,16 @@ impl Model {
                     if let Some(t) = self.tasks.get_mut(id) {
                         let t = Arc::make_mut(t);
                         t.tags = tags.clone();
+                        // The active index holds the same task: keep it current.
+                        let (instance, updated) =
+                            (t.instance_id.clone(), self.tasks.get(id).cloned());
+                        if let (Some(set), Some(u)) =
+                            (self.active_by_instance.get_mut(&instance), updated)
+                        {
+                            if set.tasks.contains_key(id) {
+                                Arc::make_mut(set).tasks.insert(id.clone(), u);
+                            }
+                        }
                     }
                 }
                 TagTarget::Instance(id) => {
@@ -701,24 +789,28 @@ impl Model {
         if t.awsvpc.is_some() && resources_changed {
             self.bump_awsvpc_epoch(&t.cluster);
         }
+        if let Some(o) = old.as_ref().filter(|o| o.is_active()) {
+            if let Some(set) = self.active_by_instance.get_mut(&o.instance_id) {
+                Arc::make_mut(set).remove(&o.id);
+                if set.tasks.is_empty() {
+                    self.active_by_instance.remove(&o.instance_id);
+                }
+            }
+        }
+        let stored = Arc::new(t.clone());
         if t.is_active() {
             let set = self
                 .active_by_instance
                 .entry(t.instance_id.clone())
                 .or_default();
-            Arc::make_mut(set).insert(t.id.clone());
-        } else if let Some(set) = self.active_by_instance.get_mut(&t.instance_id) {
-            Arc::make_mut(set).remove(&t.id);
-            if set.is_empty() {
-                self.active_by_instance.remove(&t.instance_id);
-            }
+            Arc::make_mut(set).add(&stored);
         }
         if old.is_none() {
             if let Some(k) = task_service_key(t) {
                 Arc::make_mut(self.tasks_by_service.entry(k).or_default()).insert(t.id.clone());
             }
         }
-        self.tasks.insert(t.id.clone(), Arc::new(t.clone()));
+        self.tasks.insert(t.id.clone(), stored);
         if let Some(i) = self.instances.get_mut(&t.instance_id) {
             if agent_visible_change || resources_changed {
                 let i = Arc::make_mut(i);
@@ -831,6 +923,113 @@ mod tests {
         });
         assert_eq!(m.active_tasks_on("i1").count(), 0);
         assert_eq!(m.instances["i1"].desired_version, 2);
+    }
+
+    /// The incrementally kept per-instance load equals one rebuilt from
+    /// scratch after every step: placement, RUNNING with port bindings, a
+    /// second group, tagging, STOPPED.
+    #[test]
+    fn active_load_index_matches_a_rebuild_after_every_change() {
+        let mut m = Model::default();
+        for i in ["i1", "i2"] {
+            m.apply(&Command::RegisterInstance {
+                instance: instance(i),
+            });
+        }
+        let check = |m: &Model, step: &str| {
+            let mut rebuilt = m.clone();
+            rebuilt.rebuild_indexes();
+            assert_eq!(rebuilt.active_by_instance, m.active_by_instance, "{step}");
+        };
+        let mut a = task("t1", "i1");
+        a.reserved_ports = vec![berth_api::PortMapping {
+            container_port: Some(80),
+            host_port: Some(8080),
+            protocol: None,
+        }];
+        let mut b = task("t2", "i1");
+        b.group = "service:web".into();
+        b.memory = 300;
+        let c = task("t3", "i2");
+        m.apply(&Command::PutTasks {
+            tasks: vec![a.clone(), b.clone(), c],
+            token: None,
+        });
+        check(&m, "placed");
+        let on1 = m.active_on("i1").unwrap();
+        assert_eq!(
+            (on1.cpu, on1.memory, on1.pending, on1.running),
+            (20, 310, 2, 0)
+        );
+        assert_eq!(on1.ports.get(&(false, 8080)), Some(&1));
+        assert_eq!(on1.groups.get("service:web"), Some(&1));
+
+        let mut running = b.clone();
+        running.last_status = TaskStatus::Running;
+        running.containers = vec![TaskContainer {
+            spec: ContainerSpec::default(),
+            arn: "c".into(),
+            last_status: ContainerStatus::Running,
+            exit_code: None,
+            reason: None,
+            runtime_id: None,
+            image_digest: None,
+            network_bindings: vec![NetworkBinding {
+                bind_ip: "0.0.0.0".into(),
+                container_port: 53,
+                host_port: 5353,
+                protocol: "udp".into(),
+            }],
+            health_status: None,
+        }];
+        m.apply(&Command::Report {
+            instance: "i1".into(),
+            seq: 1,
+            tasks: vec![running.clone()],
+        });
+        check(&m, "running");
+        let on1 = m.active_on("i1").unwrap();
+        assert_eq!((on1.pending, on1.running), (1, 1));
+        assert_eq!(on1.ports.get(&(true, 5353)), Some(&1));
+
+        m.apply(&Command::SetTags {
+            target: TagTarget::Task("t2".into()),
+            tags: vec![Tag {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+        });
+        check(&m, "tagged");
+        assert_eq!(
+            m.active_tasks_on("i1")
+                .find(|t| t.id == "t2")
+                .unwrap()
+                .tags
+                .len(),
+            1
+        );
+
+        let mut stopped = running;
+        stopped.last_status = TaskStatus::Stopped;
+        stopped.desired_status = DesiredStatus::Stopped;
+        m.apply(&Command::PutTasks {
+            tasks: vec![stopped],
+            token: None,
+        });
+        check(&m, "stopped");
+        let on1 = m.active_on("i1").unwrap();
+        assert_eq!((on1.cpu, on1.memory, on1.running), (10, 10, 0));
+        assert!(on1.ports.get(&(true, 5353)).is_none());
+        assert!(!on1.groups.contains_key("service:web"));
+
+        let mut gone = a;
+        gone.last_status = TaskStatus::Stopped;
+        m.apply(&Command::PutTasks {
+            tasks: vec![gone],
+            token: None,
+        });
+        check(&m, "instance emptied");
+        assert!(m.active_on("i1").is_none());
     }
 
     #[test]

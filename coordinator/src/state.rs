@@ -375,31 +375,19 @@ pub fn usage(m: &Model, inst: &Instance) -> Usage {
         udp: inst.resource_ports("PORTS_UDP"),
         ..Usage::default()
     };
-    for t in m.active_tasks_on(&inst.id) {
-        u.cpu += i64::from(t.cpu);
-        u.memory += i64::from(t.memory);
-        for p in &t.reserved_ports {
-            if let Some(hp) = p.host_port.filter(|hp| *hp != 0) {
-                if p.protocol() == "udp" {
-                    u.udp.insert(hp);
-                } else {
-                    u.tcp.insert(hp);
-                }
+    // The model keeps each instance's active load summed (`ActiveOn`), so
+    // this costs the instance's distinct ports, not its tasks.
+    if let Some(a) = m.active_on(&inst.id) {
+        u.cpu = a.cpu;
+        u.memory = a.memory;
+        u.running = a.running;
+        u.pending = a.pending;
+        for (udp, port) in a.ports.keys() {
+            if *udp {
+                u.udp.insert(*port);
+            } else {
+                u.tcp.insert(*port);
             }
-        }
-        for c in &t.containers {
-            for b in &c.network_bindings {
-                if b.protocol == "udp" {
-                    u.udp.insert(b.host_port);
-                } else {
-                    u.tcp.insert(b.host_port);
-                }
-            }
-        }
-        if t.last_status == TaskStatus::Running {
-            u.running += 1;
-        } else if t.last_status < TaskStatus::Running {
-            u.pending += 1;
         }
     }
     u
@@ -412,11 +400,14 @@ fn candidate(
     group: &str,
 ) -> Candidate {
     let u = usage(m, inst);
-    let task_groups: Vec<String> = m
-        .active_tasks_on(&inst.id)
-        .map(|t| t.group.clone())
-        .collect();
-    let group_tasks = task_groups.iter().filter(|g| *g == group).count() as u32;
+    let active = m.active_on(&inst.id);
+    // Distinct group names: `task:group` matches if any task's group does.
+    let task_groups: Vec<String> = active
+        .map(|a| a.groups.keys().cloned().collect())
+        .unwrap_or_default();
+    let group_tasks = active
+        .and_then(|a| a.groups.get(group).copied())
+        .unwrap_or(0);
     let facts = crate::cql::Facts {
         agent_connected: connected(&inst.id),
         agent_version: inst.agent_version.clone(),
@@ -862,10 +853,14 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             force,
         } => crate::service::plan_delete(m, cluster.as_deref(), &service, force, ctx),
         Request::ServiceTick => {
+            // A settled service only has disconnected agents to notice: it
+            // is stepped every tenth second, the others every tick.
+            let full = (ctx.now as u64) % crate::service::SETTLED_TICK_EVERY == 0;
             let keys: Vec<String> = m
                 .services
                 .values()
                 .filter(|s| s.status != "INACTIVE")
+                .filter(|s| full || !crate::service::is_settled(s, ctx.now))
                 .map(|s| s.key())
                 .collect();
             let mut cmds = Vec::new();
@@ -1078,14 +1073,19 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
     let empty = scheduler::DynamicPorts::default();
     let cidr = ctx.settings.awsvpc_cidr;
     // Addresses held by tasks that are not STOPPED (a STOPPED task's address
-    // is released and may be handed out again).
-    let mut used_ips: BTreeSet<Ipv4Addr> = m
-        .tasks
-        .values()
-        .filter(|t| t.is_active())
-        .filter_map(|t| t.awsvpc.as_ref())
-        .filter_map(|e| e.attachment.ip.parse().ok())
-        .collect();
+    // is released and may be handed out again). Only awsvpc runs need them:
+    // collecting them walks every task in the model.
+    let mut used_ips: BTreeSet<Ipv4Addr> =
+        if req.network_mode == "awsvpc" && r.network_configuration.is_some() {
+            m.tasks
+                .values()
+                .filter(|t| t.is_active())
+                .filter_map(|t| t.awsvpc.as_ref())
+                .filter_map(|e| e.attachment.ip.parse().ok())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
     for (k, instance_id) in plan.placements.iter().enumerate() {
         let Some(inst) = m.instances.get(instance_id) else {
             continue;

@@ -557,6 +557,17 @@ async fn register_all(
     key: &AccessKey,
 ) -> anyhow::Result<Vec<Agent>> {
     let mut conn = Conn::new(addr);
+    let (st, body) = aws(
+        &mut conn,
+        key,
+        &args.region,
+        "AmazonEC2ContainerServiceV20141113.CreateCluster",
+        &json!({"clusterName": args.cluster}),
+    )
+    .await?;
+    if st != 200 {
+        bail!("CreateCluster: {st} {body}");
+    }
     let mut activations = Vec::new();
     let mut left = args.hosts;
     while left > 0 {

@@ -60,6 +60,26 @@ pub fn breaker_threshold(desired: u32) -> u32 {
 /// container's health check reports UNHEALTHY (counts as a failed task).
 pub const HEALTH_CHECK_FAILED: &str = "Task failed container health checks";
 
+/// Seconds between periodic steps of a settled service (see [`is_settled`]).
+pub const SETTLED_TICK_EVERY: u64 = 10;
+
+/// A REPLICA service whose last step found it steady with nothing pending
+/// in time: one COMPLETED deployment, no throttling delay running, and its
+/// newest event the steady-state one. Only an agent that disconnects can
+/// change it without a commit touching it (such commits step it at once).
+/// DAEMON services are never settled: an instance's agent connecting (a
+/// heartbeat, not a commit) is what gives it a task.
+pub fn is_settled(s: &Service, now: f64) -> bool {
+    s.status == "ACTIVE"
+        && s.scheduling_strategy == "REPLICA"
+        && s.deployments.len() == 1
+        && s.deployments[0].rollout_state == "COMPLETED"
+        && now >= s.next_launch_at
+        && s.events
+            .first()
+            .is_some_and(|e| e.message.ends_with(") has reached a steady state."))
+}
+
 /// Consecutive start failures after which launches are throttled.
 pub const THROTTLE_AFTER: u32 = 3;
 
@@ -1556,6 +1576,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn settled_table() {
+        let steady_event = |s: &mut Service| {
+            s.events.insert(
+                0,
+                ServiceEvent {
+                    id: "e".into(),
+                    created_at: 1.0,
+                    message: "(service web) has reached a steady state.".into(),
+                },
+            )
+        };
+        let mut done = svc(2, 100, 200, false);
+        done.deployments[0].rollout_state = "COMPLETED".into();
+        steady_event(&mut done);
+        let mut throttled = done.clone();
+        throttled.next_launch_at = 200.0;
+        let mut deploying_now = deploying(2, 100, 200);
+        steady_event(&mut deploying_now);
+        let mut started = done.clone();
+        started.events.insert(
+            0,
+            ServiceEvent {
+                id: "f".into(),
+                created_at: 2.0,
+                message: "(service web) has started 1 tasks: (task x).".into(),
+            },
+        );
+        let mut draining = done.clone();
+        draining.status = "DRAINING".into();
+        let mut daemon = done.clone();
+        daemon.scheduling_strategy = "DAEMON".into();
+        for (name, s, want) in [
+            ("steady", done, true),
+            ("daemon", daemon, false),
+            ("throttled", throttled, false),
+            ("two deployments", deploying_now, false),
+            ("just started tasks", started, false),
+            ("draining", draining, false),
+        ] {
+            assert_eq!(is_settled(&s, 100.0), want, "{name}");
         }
     }
 

@@ -855,7 +855,7 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
         Request::ServiceTick => {
             // A settled service only has disconnected agents to notice: it
             // is stepped every tenth second, the others every tick.
-            let full = (ctx.now as u64) % crate::service::SETTLED_TICK_EVERY == 0;
+            let full = (ctx.now as u64).is_multiple_of(crate::service::SETTLED_TICK_EVERY);
             let keys: Vec<String> = m
                 .services
                 .values()

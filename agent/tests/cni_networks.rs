@@ -163,7 +163,9 @@ fn setup_teardown_and_gc_leave_nothing_behind() {
 fn run(plugins: &Path, data: &Path) {
     sh(&["ip", "link", "set", "lo", "up"]);
     // An underlay link for the VXLAN endpoint (no `dummy` module here).
-    sh(&["ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"]);
+    sh(&[
+        "ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+    ]);
     sh(&["ip", "addr", "add", "10.251.9.1/24", "dev", "under0"]);
     sh(&["ip", "link", "set", "under0", "up"]);
     sh(&["ip", "link", "set", "under1", "up"]);

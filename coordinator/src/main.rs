@@ -64,6 +64,30 @@ fn sd_notify_ready() {
     }
 }
 
+/// Backlog of the listening socket: thousands of agents reconnecting at once
+/// (a coordinator restart) must not overflow the accept queue (std and mio
+/// use 128/1024; the kernel caps this at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (resolved; the first address that binds wins) with
+/// [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -80,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits");
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = listen(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let mut config = Config::new(args.data_dir);

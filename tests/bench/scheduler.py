@@ -86,7 +86,7 @@ def main() -> int:
                  "--credentials", str(data / "credentials"),
                  "--tasks", str(args.tasks), "--clients", str(args.clients),
                  "--per-call", str(args.per_call)],
-                stdout=subprocess.PIPE, text=True, env=env,
+                stdout=subprocess.PIPE, text=True, env=dict(env, BERTH_LOG="info"),
             )
             hwm = vm_hwm_kib(coord.pid)
             if sim.returncode != 0:

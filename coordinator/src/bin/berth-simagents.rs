@@ -435,10 +435,20 @@ async fn play(mut a: Agent, stats: Arc<Stats>, run_delay: Duration) {
             ("content-type".to_string(), "application/json".to_string()),
             (berth_api::INSTANCE_AUTH_HEADER.to_string(), a.auth.clone()),
         ];
-        let answer = a
-            .conn
-            .post(berth_api::POLL_PATH, &headers, body, true)
-            .await;
+        // A poll is held at most 20 s; one that takes far longer rode a
+        // connection the server never saw (accept-queue overflow): reconnect.
+        let answer = match tokio::time::timeout(
+            Duration::from_secs(30),
+            a.conn.post(berth_api::POLL_PATH, &headers, body, true),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                a.conn.tx = None;
+                Err(anyhow!("poll timed out"))
+            }
+        };
         let at = epoch_now();
         stats.polls.fetch_add(1, Ordering::Relaxed);
         let resp: PollResponse = match answer {
@@ -790,8 +800,8 @@ async fn main() -> anyhow::Result<()> {
     let t1 = Instant::now();
     for (i, a) in agents.into_iter().enumerate() {
         // Connect in bursts so loopback's accept queue never overflows.
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::spawn(play(a, stats.clone(), delay));
     }

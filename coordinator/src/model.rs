@@ -1019,7 +1019,7 @@ mod tests {
         check(&m, "stopped");
         let on1 = m.active_on("i1").unwrap();
         assert_eq!((on1.cpu, on1.memory, on1.running), (10, 10, 0));
-        assert!(on1.ports.get(&(true, 5353)).is_none());
+        assert!(!on1.ports.contains_key(&(true, 5353)));
         assert!(!on1.groups.contains_key("service:web"));
 
         let mut gone = a;

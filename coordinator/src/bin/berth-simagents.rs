@@ -166,6 +166,7 @@ mod sim {
         }
 
         #[test]
+        #[allow(clippy::type_complexity)] // test table
         fn reports_table() {
             use DesiredStatus as D;
             use TaskStatus as S;

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::ipam::{Ipv4Net, LeaseStore};
 use crate::netlink::{self, NetlinkError};
-use crate::spec::{self, code, CniError, CniResult, Command, Dns, Interface, IpConfig, Route};
+use crate::plugin::{self, valid_ifname};
+use crate::spec::{self, code, CniError, CniResult, Dns, Interface, IpConfig, Route};
 use crate::{ipam, iptables};
 
 /// Errors from the plugin's operations, each mapped to a CNI error code.
@@ -85,10 +86,6 @@ pub struct Network {
     pub subnet: Ipv4Net,
 }
 
-fn valid_ifname(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' ', ':']) && s != "." && s != ".."
-}
-
 /// Parses and validates stdin: undecodable JSON is code 6, an unsupported
 /// version code 1, anything else wrong code 7.
 pub fn parse_config(stdin: &[u8]) -> Result<Network, CniError> {
@@ -129,66 +126,23 @@ fn rule_comment(network: &str, container_id: &str) -> String {
     format!("berth:{network}:{container_id}")
 }
 
-/// Output of one plugin invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub stdout: String,
-    pub exit_code: i32,
-}
+pub use crate::plugin::Outcome;
 
 /// Runs one invocation.
 pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
-    let version_hint = serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
-        .filter(|v| spec::SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| "1.0.0".to_string());
-    let fail = |e: CniError| Outcome {
-        stdout: e.to_json(&version_hint),
-        exit_code: 1,
-    };
-    let env = match spec::RuntimeEnv::from_vars(vars) {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    if env.command == Command::Version {
-        return Outcome {
-            stdout: spec::version_json(&version_hint),
-            exit_code: 0,
-        };
-    }
-    if !valid_ifname(&env.ifname) {
-        return fail(CniError::new(
-            code::INVALID_ENV,
-            format!("invalid CNI_IFNAME {:?}", env.ifname),
-        ));
-    }
-    let net = match parse_config(stdin) {
-        Ok(n) => n,
-        Err(e) => return fail(e),
-    };
-    let result = match env.command {
-        Command::Add => add(&net, &env).map(|r| {
-            serde_json::to_string(&r.for_version(&net.config.cni_version)).unwrap_or_default()
-        }),
-        Command::Del => del(&net, &env).map(|()| String::new()),
-        Command::Check => check(&net, &env).map(|()| String::new()),
-        Command::Version => Ok(String::new()),
-    };
-    match result {
-        Ok(stdout) => Outcome {
-            stdout,
-            exit_code: 0,
+    plugin::run(
+        &plugin::Plugin {
+            name: "berth-bridge",
+            parse: parse_config,
+            cni_version: |n: &Network| n.config.cni_version.as_str(),
+            add,
+            del,
+            check,
+            to_cni: |e| e.to_cni(),
         },
-        Err(e) => {
-            tracing::warn!(error = %e, "berth-bridge failed");
-            fail(e.to_cni())
-        }
-    }
+        vars,
+        stdin,
+    )
 }
 
 fn netns_path(env: &spec::RuntimeEnv) -> Result<PathBuf, CniError> {

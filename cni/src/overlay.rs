@@ -135,10 +135,7 @@ pub struct OverlayConfig {
     pub mtu: Option<u32>,
 }
 
-/// A usable interface name (1-15 bytes, no `/`, space or `:`).
-pub fn valid_ifname(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' ', ':']) && s != "." && s != ".."
-}
+pub use crate::plugin::valid_ifname;
 
 impl OverlayConfig {
     /// The default names (`bvpc0`, `bvx0`), VNI and derived MTU for `cidr`

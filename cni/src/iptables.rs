@@ -54,12 +54,12 @@ fn must(args: &[&str]) -> Result<String, IptablesError> {
     }
 }
 
-/// The rule arguments (after `-A CHAIN`) masquerading `ip`'s traffic that
-/// leaves `subnet`.
-pub fn masquerade_rule(ip: &str, subnet: &str, comment: &str) -> Vec<String> {
+/// The rule arguments (after `-A CHAIN`) masquerading traffic from
+/// `source` to anywhere outside `subnet`.
+fn masquerade(source: &str, subnet: &str, comment: &str) -> Vec<String> {
     [
         "-s",
-        &format!("{ip}/32"),
+        source,
         "!",
         "-d",
         subnet,
@@ -73,6 +73,12 @@ pub fn masquerade_rule(ip: &str, subnet: &str, comment: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The rule arguments (after `-A CHAIN`) masquerading `ip`'s traffic that
+/// leaves `subnet`.
+pub fn masquerade_rule(ip: &str, subnet: &str, comment: &str) -> Vec<String> {
+    masquerade(&format!("{ip}/32"), subnet, comment)
 }
 
 /// From `iptables -S CHAIN` output, the rule argument lists (without
@@ -133,22 +139,7 @@ pub fn ensure_masquerade(ip: &str, subnet: &str, comment: &str) -> Result<(), Ip
 /// The rule arguments (after `-A CHAIN`) masquerading traffic from anywhere
 /// in `subnet` to anywhere outside it (a whole overlay network's egress).
 pub fn subnet_masquerade_rule(subnet: &str, comment: &str) -> Vec<String> {
-    [
-        "-s",
-        subnet,
-        "!",
-        "-d",
-        subnet,
-        "-m",
-        "comment",
-        "--comment",
-        comment,
-        "-j",
-        "MASQUERADE",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    masquerade(subnet, subnet, comment)
 }
 
 /// Ensures the chain exists, is jumped to from `POSTROUTING`, and holds

@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod network;
+pub mod rules;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;

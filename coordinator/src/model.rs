@@ -411,6 +411,21 @@ pub enum Command {
     /// Create a service or replace its full state (the service scheduler's
     /// decisions, UpdateService, DeleteService).
     PutService(Service),
+    /// Create or replace a scheduled rule's full state (PutRule, targets,
+    /// enable/disable).
+    PutRule(crate::rules::Rule),
+    DeleteRule {
+        name: String,
+    },
+    /// A rule fired for `slot` (epoch seconds): every slot up to it is
+    /// consumed. Logged in the same commit as the tasks it started.
+    RuleFired {
+        name: String,
+        slot: i64,
+        at: Timestamp,
+        invocations: u32,
+        failed: u32,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -442,6 +457,9 @@ pub struct Model {
     /// its group (`service:NAME`), active or STOPPED.
     #[serde(skip)]
     pub tasks_by_service: BTreeMap<String, Arc<BTreeSet<String>>>,
+    /// Scheduled rules (EventBridge) by name.
+    #[serde(default)]
+    pub rules: BTreeMap<String, Arc<crate::rules::Rule>>,
 }
 
 /// The active tasks of one instance and what they hold, summed.
@@ -765,6 +783,27 @@ impl Model {
             },
             Command::PutService(s) => {
                 self.services.insert(s.key(), Arc::new(s.clone()));
+            }
+            Command::PutRule(r) => {
+                self.rules.insert(r.name.clone(), Arc::new(r.clone()));
+            }
+            Command::DeleteRule { name } => {
+                self.rules.remove(name);
+            }
+            Command::RuleFired {
+                name,
+                slot,
+                at,
+                invocations,
+                failed,
+            } => {
+                if let Some(r) = self.rules.get_mut(name) {
+                    let r = Arc::make_mut(r);
+                    r.last_slot = Some(r.last_slot.map_or(*slot, |l| l.max(*slot)));
+                    r.last_fired_at = Some(*at);
+                    r.invocations += u64::from(*invocations);
+                    r.failed_invocations += u64::from(*failed);
+                }
             }
         }
     }

@@ -182,6 +182,8 @@ pub enum Request {
     },
     /// The service scheduler's periodic step over every service.
     ServiceTick,
+    /// Scheduled rules (the EventBridge API) and their firing.
+    Rules(Box<crate::rules::RuleRequest>),
 }
 
 /// RunTask or (with `instances`) StartTask.
@@ -846,6 +848,7 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
         Request::RegisterInstance(r) => plan_register(m, r, ctx),
         Request::Report { instance, report } => plan_report(m, &instance, report, ctx),
         Request::CreateService(r) => crate::service::plan_create(m, *r, ctx),
+        Request::Rules(r) => crate::rules::plan(m, *r, ctx),
         Request::UpdateService(r) => crate::service::plan_update(m, *r, ctx),
         Request::DeleteService {
             cluster,

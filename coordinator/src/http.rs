@@ -1,5 +1,5 @@
-//! The HTTP server: AWS JSON 1.1 (`POST /` with `X-Amz-Target`) for the ECS and
-//! SSM APIs, and the agent channel under `/agent/v1/`.
+//! The HTTP server: AWS JSON 1.1 (`POST /` with `X-Amz-Target`) for the ECS,
+//! SSM and EventBridge (`AWSEvents.`, scheduled rules) APIs, and the agent channel under `/agent/v1/`.
 //!
 //! Request handling, in AWS's order: body size limit (1 MiB; larger bodies get
 //! HTTP 413 `RequestEntityTooLargeException` before anything is parsed), SigV4
@@ -40,6 +40,7 @@ use crate::state::StateHandle;
 pub const MAX_BODY: usize = 1024 * 1024;
 const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 const SSM_PREFIX: &str = "AmazonSSM.";
+const EVENTS_PREFIX: &str = "AWSEvents.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -141,6 +142,8 @@ async fn aws(app: &App, parts: &http::request::Parts, body: Bytes) -> Result<Val
         (Some("ecs"), ECS_PREFIX)
     } else if target.starts_with(SSM_PREFIX) {
         (Some("ssm"), SSM_PREFIX)
+    } else if target.starts_with(EVENTS_PREFIX) {
+        (Some("events"), EVENTS_PREFIX)
     } else {
         (None, "")
     };
@@ -176,6 +179,8 @@ async fn aws(app: &App, parts: &http::request::Parts, body: Bytes) -> Result<Val
     tracing::debug!(action = target, "api call");
     if service == Some("ecs") {
         api::dispatch_ecs(&call, action, &input).await
+    } else if service == Some("events") {
+        crate::events::dispatch(&call, action, &input).await
     } else {
         crate::ssm::dispatch(&call, action, &input).await
     }

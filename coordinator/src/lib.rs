@@ -19,6 +19,7 @@ pub mod api;
 pub mod cql;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod model;
 pub mod network;
@@ -215,6 +216,31 @@ impl Coordinator {
                             if busy {
                                 if let Err(e) = state.submit(state::Request::ServiceTick).await {
                                     tracing::warn!(error = %e, "service tick failed");
+                                }
+                            }
+                        }
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                    }
+                }
+            });
+        }
+        // Scheduled rules: every second, fire the rules that have a slot due
+        // (right after a restart, the latest slot missed while down, once).
+        {
+            let state = state.clone();
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let mut due = rules::DueCache::default();
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let now = state::now_secs().floor() as i64;
+                            for name in due.due(&state.snapshot(), now) {
+                                let req = state::Request::Rules(Box::new(rules::RuleRequest::Fire { name: name.clone() }));
+                                if let Err(e) = state.submit(req).await {
+                                    tracing::warn!(rule = %name, error = %e, "rule firing failed");
                                 }
                             }
                         }

@@ -8,8 +8,10 @@
 //! command (decided by `state::plan`), so replaying the log rebuilds exactly
 //! the model that was acknowledged.
 //!
-//! Maps hold `Arc`s so publishing an immutable snapshot is a cheap clone of
-//! the maps (reference-count bumps), and `apply` copies only what it changes.
+//! The top-level maps are persistent (`imbl::OrdMap`) and hold `Arc`s, so a
+//! working copy or a published snapshot is an O(1) clone, `apply` copies only
+//! the paths it changes, and `diff` finds changed entries without walking
+//! shared subtrees.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -31,6 +33,11 @@ pub fn underlay_of(i: &Instance) -> Option<&str> {
 
 /// Epoch seconds, fractional, as ECS's JSON carries timestamps.
 pub type Timestamp = f64;
+
+/// The model's top-level collections: persistent ordered maps, so cloning
+/// the model (a working copy per commit, a published snapshot) costs O(1)
+/// and changed entries can be found by `diff` without walking shared parts.
+pub type PMap<K, V> = imbl::OrdMap<K, V>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {
@@ -430,36 +437,36 @@ pub enum Command {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Model {
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
-    pub families: BTreeMap<String, Arc<Family>>,
-    pub instances: BTreeMap<String, Arc<Instance>>,
+    pub clusters: PMap<String, Arc<Cluster>>,
+    pub families: PMap<String, Arc<Family>>,
+    pub instances: PMap<String, Arc<Instance>>,
     /// `mi-...` → instance id.
-    pub instance_by_ec2_id: BTreeMap<String, String>,
-    pub tasks: BTreeMap<String, Arc<Task>>,
+    pub instance_by_ec2_id: PMap<String, String>,
+    pub tasks: PMap<String, Arc<Task>>,
     /// Derived index (rebuilt on load): instance id → its active tasks and
     /// their summed load, kept current by `put_task` so placement reads an
     /// instance's usage without walking its tasks.
     #[serde(skip)]
-    pub active_by_instance: BTreeMap<String, Arc<ActiveOn>>,
-    pub tokens: BTreeMap<String, TokenResult>,
-    pub activations: BTreeMap<String, Arc<Activation>>,
+    pub active_by_instance: PMap<String, Arc<ActiveOn>>,
+    pub tokens: PMap<String, TokenResult>,
+    pub activations: PMap<String, Arc<Activation>>,
     /// Cluster name → awsvpc membership epoch: bumped whenever an awsvpc
     /// task becomes active or stops, or an instance with an underlay address
     /// joins or leaves, or its underlay address changes. Fleets without
     /// awsvpc never bump it. Part of every member's poll
     /// version, so a membership change wakes every agent of the cluster.
     #[serde(default)]
-    pub awsvpc_epochs: BTreeMap<String, u64>,
+    pub awsvpc_epochs: PMap<String, u64>,
     /// Services by `cluster/name`.
     #[serde(default)]
-    pub services: BTreeMap<String, Arc<Service>>,
+    pub services: PMap<String, Arc<Service>>,
     /// Derived index (rebuilt on load): service key → ids of the tasks of
     /// its group (`service:NAME`), active or STOPPED.
     #[serde(skip)]
-    pub tasks_by_service: BTreeMap<String, Arc<BTreeSet<String>>>,
+    pub tasks_by_service: PMap<String, Arc<BTreeSet<String>>>,
     /// Scheduled rules (EventBridge) by name.
     #[serde(default)]
-    pub rules: BTreeMap<String, Arc<crate::rules::Rule>>,
+    pub rules: PMap<String, Arc<crate::rules::Rule>>,
 }
 
 /// The active tasks of one instance and what they hold, summed.

@@ -1595,34 +1595,51 @@ impl Wakers {
     /// Wakes the pollers of every instance whose poll version differs
     /// between `old` and `new` (its own desired state, or its cluster's
     /// awsvpc membership).
+    /// Wakes the pollers whose answer `new` changed. Walks only what differs
+    /// between the two models (persistent maps share untouched subtrees).
     fn wake_changed(&self, old: &Model, new: &Model) {
+        use imbl::ordmap::DiffItem;
         let Ok(m) = self.senders.lock() else {
             return;
         };
-        let epochs_changed: Vec<&String> = new
+        let wake = |id: &String, inst: &Instance| {
+            if let Some(tx) = m.get(id) {
+                tx.send_replace(new.poll_version(inst));
+            }
+        };
+        let epochs_changed: Vec<&String> = old
             .awsvpc_epochs
-            .iter()
-            .filter(|(c, e)| old.awsvpc_epochs.get(*c) != Some(e))
-            .map(|(c, _)| c)
+            .diff(&new.awsvpc_epochs)
+            .filter_map(|d| match d {
+                DiffItem::Add(c, _) | DiffItem::Update { new: (c, _), .. } => Some(c),
+                DiffItem::Remove(..) => None,
+            })
             .collect();
-        for (id, inst) in &new.instances {
-            let before = old.instances.get(id);
-            if epochs_changed.contains(&&inst.cluster) {
-                if let Some(tx) = m.get(id) {
-                    tx.send_replace(new.poll_version(inst));
+        if !epochs_changed.is_empty() {
+            // A membership change wakes every member of the cluster.
+            for (id, inst) in &new.instances {
+                if epochs_changed.contains(&&inst.cluster) {
+                    wake(id, inst);
                 }
-                continue;
             }
-            if before.is_some_and(|b| Arc::ptr_eq(b, inst)) {
-                continue;
-            }
-            let changed = before.is_none_or(|b| {
-                b.desired_version != inst.desired_version || b.status != inst.status
-            });
-            if changed {
-                if let Some(tx) = m.get(id) {
-                    tx.send_replace(new.poll_version(inst));
+        }
+        for d in old.instances.diff(&new.instances) {
+            match d {
+                DiffItem::Add(id, inst) => wake(id, inst),
+                DiffItem::Update {
+                    old: (_, before),
+                    new: (id, inst),
+                } => {
+                    if epochs_changed.contains(&&inst.cluster) {
+                        continue; // woken above
+                    }
+                    if before.desired_version != inst.desired_version
+                        || before.status != inst.status
+                    {
+                        wake(id, inst);
+                    }
                 }
+                DiffItem::Remove(..) => {}
             }
         }
     }
@@ -1726,6 +1743,8 @@ pub fn start_with(
         last_snapshot_seq: snapshot_seq,
         snap_tx,
         wakers: wakers.clone(),
+        encoder: SnapshotEncoder::spawn()?,
+        encoding: false,
     };
     let join = std::thread::Builder::new()
         .name("berth-state".into())
@@ -1751,6 +1770,37 @@ struct Owner {
     last_snapshot_seq: u64,
     snap_tx: watch::Sender<Arc<Model>>,
     wakers: Arc<Wakers>,
+    encoder: SnapshotEncoder,
+    /// A snapshot is being encoded off-thread.
+    encoding: bool,
+}
+
+/// Encodes model snapshots on its own thread, so a large model's JSON never
+/// stalls the owner's commits. The owner hands over an O(1) clone (the
+/// model's maps are persistent) and writes the returned body itself, keeping
+/// every store write on its thread.
+struct SnapshotEncoder {
+    to: std::sync::mpsc::Sender<(u64, Model)>,
+    from: std::sync::mpsc::Receiver<(u64, Result<Vec<u8>, String>)>,
+}
+
+impl SnapshotEncoder {
+    fn spawn() -> std::io::Result<SnapshotEncoder> {
+        let (to, jobs) = std::sync::mpsc::channel::<(u64, Model)>();
+        let (done, from) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("berth-snapshot".into())
+            .spawn(move || {
+                for (seq, model) in jobs {
+                    let body = serde_json::to_vec(&model).map_err(|e| e.to_string());
+                    drop(model);
+                    if done.send((seq, body)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(SnapshotEncoder { to, from })
+    }
 }
 
 impl Owner {
@@ -1896,15 +1946,42 @@ impl Owner {
         self.maybe_snapshot();
     }
 
+    /// Log records a snapshot waits for: at least `SNAPSHOT_EVERY`, and at
+    /// least the model's entity count, so the total cost of snapshots stays
+    /// proportional to the records written however large the model grows.
+    fn snapshot_threshold(&self) -> u64 {
+        let size = self.model.tasks.len() + self.model.instances.len() + self.model.services.len();
+        SNAPSHOT_EVERY.max(size as u64)
+    }
+
     fn maybe_snapshot(&mut self) {
-        if self.store.last_seq() >= self.last_snapshot_seq + SNAPSHOT_EVERY {
-            self.write_snapshot();
+        if self.encoding {
+            match self.encoder.from.try_recv() {
+                Ok((seq, body)) => {
+                    self.encoding = false;
+                    self.store_snapshot(seq, body);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    tracing::error!("snapshot encoder is gone; snapshotting inline");
+                    self.encoding = false;
+                    self.write_snapshot();
+                    return;
+                }
+            }
+        }
+        let seq = self.store.last_seq();
+        if seq >= self.last_snapshot_seq + self.snapshot_threshold() {
+            if self.encoder.to.send((seq, self.model.clone())).is_ok() {
+                self.encoding = true;
+            } else {
+                self.write_snapshot();
+            }
         }
     }
 
-    fn write_snapshot(&mut self) {
-        let seq = self.store.last_seq();
-        match serde_json::to_vec(&self.model) {
+    fn store_snapshot(&mut self, seq: u64, body: Result<Vec<u8>, String>) {
+        match body {
             Ok(body) => match self.store.write_snapshot(seq, &body) {
                 Ok(()) => {
                     self.last_snapshot_seq = seq;
@@ -1914,6 +1991,13 @@ impl Owner {
             },
             Err(e) => tracing::error!(error = %e, "cannot encode snapshot"),
         }
+    }
+
+    /// Encodes and writes a snapshot of the current model on this thread.
+    fn write_snapshot(&mut self) {
+        let seq = self.store.last_seq();
+        let body = serde_json::to_vec(&self.model).map_err(|e| e.to_string());
+        self.store_snapshot(seq, body);
     }
 }
 

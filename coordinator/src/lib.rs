@@ -16,6 +16,7 @@
 
 pub mod agent_channel;
 pub mod api;
+pub mod capacity;
 pub mod cql;
 pub mod credentials;
 pub mod error;

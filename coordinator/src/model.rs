@@ -57,6 +57,13 @@ pub struct Cluster {
     /// ECS `settings` (e.g. containerInsights), echoed back.
     pub settings: Vec<Value>,
     pub created_at: Timestamp,
+    /// Capacity providers associated with the cluster (names, in order).
+    #[serde(default)]
+    pub capacity_providers: Vec<String>,
+    /// Used by RunTask/CreateService when neither a launch type nor a
+    /// strategy is given.
+    #[serde(default)]
+    pub default_capacity_provider_strategy: Vec<crate::capacity::StrategyItem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +201,9 @@ pub struct Task {
     /// (failure counters), so it is counted exactly once.
     #[serde(default)]
     pub service_accounted: bool,
+    /// The capacity provider the task was placed through, if any.
+    #[serde(default)]
+    pub capacity_provider_name: Option<String>,
 }
 
 impl Task {
@@ -315,6 +325,9 @@ pub struct Service {
     pub launch_failures: u32,
     /// No task is started before this time (throttling).
     pub next_launch_at: Timestamp,
+    /// `capacityProviderStrategy` (empty when the service uses a launch type).
+    #[serde(default)]
+    pub capacity_provider_strategy: Vec<crate::capacity::StrategyItem>,
 }
 
 /// ECS keeps the last 100 events of a service.
@@ -347,6 +360,8 @@ pub enum TagTarget {
     Instance(String),
     /// A service by its key (`cluster/name`).
     Service(String),
+    /// A capacity provider by name.
+    CapacityProvider(String),
 }
 
 /// A fully-decided change. Stored in the log; replayed by `apply`.
@@ -418,6 +433,8 @@ pub enum Command {
     /// Create a service or replace its full state (the service scheduler's
     /// decisions, UpdateService, DeleteService).
     PutService(Service),
+    /// Create, update or delete (status INACTIVE) a capacity provider.
+    PutCapacityProvider(crate::capacity::CapacityProvider),
     /// Create or replace a scheduled rule's full state (PutRule, targets,
     /// enable/disable).
     PutRule(crate::rules::Rule),
@@ -464,6 +481,9 @@ pub struct Model {
     /// its group (`service:NAME`), active or STOPPED.
     #[serde(skip)]
     pub tasks_by_service: PMap<String, Arc<BTreeSet<String>>>,
+    /// Capacity providers by name (ACTIVE and INACTIVE).
+    #[serde(default)]
+    pub capacity_providers: BTreeMap<String, Arc<crate::capacity::CapacityProvider>>,
     /// Scheduled rules (EventBridge) by name.
     #[serde(default)]
     pub rules: PMap<String, Arc<crate::rules::Rule>>,
@@ -787,9 +807,18 @@ impl Model {
                         Arc::make_mut(s).tags = tags.clone();
                     }
                 }
+                TagTarget::CapacityProvider(name) => {
+                    if let Some(p) = self.capacity_providers.get_mut(name) {
+                        Arc::make_mut(p).tags = tags.clone();
+                    }
+                }
             },
             Command::PutService(s) => {
                 self.services.insert(s.key(), Arc::new(s.clone()));
+            }
+            Command::PutCapacityProvider(p) => {
+                self.capacity_providers
+                    .insert(p.name.clone(), Arc::new(p.clone()));
             }
             Command::PutRule(r) => {
                 self.rules.insert(r.name.clone(), Arc::new(r.clone()));
@@ -932,6 +961,7 @@ mod tests {
             availability_zone: None,
             awsvpc: None,
             service_accounted: false,
+            capacity_provider_name: None,
         }
     }
 

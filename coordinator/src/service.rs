@@ -415,7 +415,11 @@ pub fn service_step(
                 let want = desired.saturating_sub(keep.len() as u32);
                 let room = max_total.saturating_sub(active.len() as u32);
                 start = want.min(room);
-                if want > 0 && room == 0 && stop.is_empty() && !old.is_empty() {
+                // Stuck only when nothing is on its way out: tasks already being
+                // stopped free room for starts once they are STOPPED.
+                let stopping_already = active.iter().any(|t| !t.wanted);
+                if want > 0 && room == 0 && stop.is_empty() && !stopping_already && !old.is_empty()
+                {
                     event(
                         &mut s,
                         rng,
@@ -796,13 +800,29 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
                 .map(crate::network::parse_network_configuration)
                 .transpose()
                 .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let uses_providers = !s.capacity_provider_strategy.is_empty();
             let run = RunTask {
                 cluster: Some(s.cluster.clone()),
                 task_definition: p.task_definition.clone(),
                 count: wanted,
                 started_by: Some(p.id.clone()),
                 group: Some(s.group()),
-                launch_type: Some(s.launch_type.clone()),
+                launch_type: (!uses_providers).then(|| s.launch_type.clone()),
+                capacity: uses_providers.then(|| {
+                    Box::new(crate::capacity::RunCapacity {
+                        strategy: Some(s.capacity_provider_strategy.clone()),
+                        provider: None,
+                        counts: crate::capacity::counts_of(
+                            tasks
+                                .iter()
+                                .map(|t| t.as_ref())
+                                .filter(|t| {
+                                    t.is_active() && t.desired_status == DesiredStatus::Running
+                                })
+                                .filter(|t| t.started_by.as_deref() == Some(p.id.as_str())),
+                        ),
+                    })
+                }),
                 tags: if s.propagate_tags == "SERVICE" {
                     s.tags.clone()
                 } else {
@@ -818,7 +838,7 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
                 ..RunTask::default()
             };
             let name = s.name.clone();
-            match crate::state::plan_run(m, run, ctx) {
+            match crate::capacity::plan_run(m, run, ctx) {
                 Ok((run_cmds, Outcome::Tasks { ids, failures })) => {
                     cmds.extend(run_cmds);
                     if !ids.is_empty() {
@@ -906,7 +926,11 @@ pub struct CreateService {
     pub name: String,
     pub task_definition: String,
     pub desired_count: Option<u32>,
+    /// `EC2`/`EXTERNAL`, or empty when not given (then the strategy, else
+    /// the cluster's default strategy for REPLICA, else `EXTERNAL`).
     pub launch_type: String,
+    /// `capacityProviderStrategy` when given (not with a launch type).
+    pub capacity_provider_strategy: Option<Vec<crate::capacity::StrategyItem>>,
     /// `REPLICA` or `DAEMON`.
     pub scheduling_strategy: String,
     pub deployment_configuration: DeploymentConfigInput,
@@ -930,6 +954,9 @@ pub struct UpdateService {
     pub placement_strategy: Option<Vec<Value>>,
     pub network_configuration: Option<Value>,
     pub force_new_deployment: bool,
+    /// `capacityProviderStrategy`: a changed strategy starts a new
+    /// deployment; an empty list means the cluster's default strategy.
+    pub capacity_provider_strategy: Option<Vec<crate::capacity::StrategyItem>>,
 }
 
 fn service_not_found() -> ApiError {
@@ -1006,13 +1033,20 @@ pub fn plan_create(
     let cluster = crate::state::active_cluster(m, r.cluster.as_deref())?;
     let key = crate::model::service_key(&cluster.name, &r.name);
     let td = resolve_task_def(m, &r.task_definition)?;
+    let (launch_type, capacity_provider_strategy) = crate::capacity::service_placement(
+        cluster,
+        &r.launch_type,
+        r.capacity_provider_strategy.as_deref(),
+        r.scheduling_strategy == "DAEMON",
+    )?;
     match m.services.get(&key) {
         Some(s) if s.status == "ACTIVE" => {
             // ECS: the same request again returns the service; different
             // parameters are refused.
             let same = s.task_definition == td.arn
                 && (s.scheduling_strategy == "DAEMON" || Some(s.desired_count) == r.desired_count)
-                && s.launch_type == r.launch_type
+                && s.launch_type == launch_type
+                && s.capacity_provider_strategy == capacity_provider_strategy
                 && s.scheduling_strategy == r.scheduling_strategy;
             if same {
                 return Ok((vec![], Outcome::Service(key)));
@@ -1054,7 +1088,7 @@ pub fn plan_create(
         cluster: cluster.name.clone(),
         status: "ACTIVE".into(),
         desired_count: desired,
-        launch_type: r.launch_type,
+        launch_type,
         scheduling_strategy: r.scheduling_strategy,
         task_definition: td.arn.clone(),
         deployment_configuration: config,
@@ -1077,6 +1111,7 @@ pub fn plan_create(
         last_completed_task_definition: None,
         launch_failures: 0,
         next_launch_at: 0.0,
+        capacity_provider_strategy,
     };
     placement(&svc)?;
     if svc.desired_count == 0 && !daemon {
@@ -1129,6 +1164,14 @@ pub fn plan_update(
     }
     placement(&s)?;
     let mut new_deployment_needed = r.force_new_deployment;
+    if let Some(given) = &r.capacity_provider_strategy {
+        let strategy = crate::capacity::service_update_strategy(cluster, given, daemon)?;
+        if strategy != s.capacity_provider_strategy {
+            s.capacity_provider_strategy = strategy;
+            s.launch_type = String::new();
+            new_deployment_needed = true;
+        }
+    }
     let td_arn = match &r.task_definition {
         Some(reference) => {
             let td = resolve_task_def(m, reference)?;
@@ -1311,6 +1354,7 @@ mod tests {
             last_completed_task_definition: Some("td:1".into()),
             launch_failures: 0,
             next_launch_at: 0.0,
+            capacity_provider_strategy: vec![],
         }
     }
 
@@ -1621,6 +1665,33 @@ mod tests {
         ] {
             assert_eq!(is_settled(&s, 100.0), want, "{name}");
         }
+    }
+
+    #[test]
+    fn tasks_being_stopped_are_not_a_stuck_deployment() {
+        // Mid-rollback at the limit (found end to end): 3 healthy old tasks, 3
+        // new pending, 6 failed ones of the same deployment still stopping.
+        // No room to start (12 of 12 active) and nothing more to stop, yet not
+        // stuck: the stopping tasks will free the room.
+        let s = deploying(6, 50, 200);
+        let mut ts = tasks("ecs-svc/1", "hhh", &["a", "b", "c"]);
+        ts.extend(tasks("ecs-svc/2", "ppp", &["a", "b", "c"]));
+        let mut going = tasks("ecs-svc/2", "uuuuuu", &["a", "b", "c"]);
+        for (i, t) in going.iter_mut().enumerate() {
+            t.id = format!("going-{i}");
+            t.wanted = false;
+        }
+        ts.extend(going);
+        let d = step(&s, &ts);
+        assert_eq!((d.start, d.stop.len()), (0, 0), "{d:?}");
+        assert!(
+            !d.service
+                .events
+                .iter()
+                .any(|e| e.message.contains("unable to replace tasks")),
+            "{:?}",
+            d.service.events
+        );
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub enum Request {
     },
     /// The service scheduler's periodic step over every service.
     ServiceTick,
+    /// Capacity providers and cluster associations (`capacity::plan`).
+    Capacity(Box<crate::capacity::CapacityRequest>),
     /// Scheduled rules (the EventBridge API) and their firing.
     Rules(Box<crate::rules::RuleRequest>),
 }
@@ -213,6 +215,10 @@ pub struct RunTask {
     /// Placed by the service scheduler: the definition may be INACTIVE
     /// (ECS keeps running deregistered revisions in services).
     pub for_service: bool,
+    /// Capacity-provider placement (`capacity::plan_run`): the strategy as
+    /// given, the provider a share is placed through, a service's tasks per
+    /// provider. Boxed: most runs have none.
+    pub capacity: Option<Box<crate::capacity::RunCapacity>>,
 }
 
 /// What a planned request produced, for the handler to render.
@@ -250,6 +256,8 @@ pub enum Outcome {
     Acked(u64),
     /// A service by key (`cluster/name`).
     Service(String),
+    /// A capacity provider by name.
+    CapacityProvider(String),
     Done,
 }
 
@@ -469,6 +477,8 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                 tags,
                 settings,
                 created_at: ctx.now,
+                capacity_providers: vec![],
+                default_capacity_provider_strategy: vec![],
             };
             Ok((vec![Command::PutCluster(cluster)], Outcome::Cluster(name)))
         }
@@ -563,7 +573,8 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             };
             Ok((cmds, Outcome::TaskDef { family, revision }))
         }
-        Request::RunTask(r) => plan_run(m, r, ctx),
+        Request::RunTask(r) => crate::capacity::plan_run(m, r, ctx),
+        Request::Capacity(r) => crate::capacity::plan(m, *r, ctx),
         Request::StopTask {
             cluster,
             task,
@@ -953,6 +964,14 @@ fn tag_target(m: &Model, arn: &str) -> Result<(TagTarget, Vec<Tag>), ApiError> {
                 .ok_or_else(not_found)?;
             Ok((TagTarget::Service(s.key()), s.tags.clone()))
         }
+        "capacity-provider" => {
+            let p = m
+                .capacity_providers
+                .get(rest)
+                .filter(|p| p.status == "ACTIVE")
+                .ok_or_else(not_found)?;
+            Ok((TagTarget::CapacityProvider(p.name.clone()), p.tags.clone()))
+        }
         _ => Err(ApiError::invalid(format!("Invalid resource ARN: {arn}"))),
     }
 }
@@ -1189,6 +1208,7 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
                 .and_then(|a| a.value.clone()),
             awsvpc,
             service_accounted: false,
+            capacity_provider_name: r.capacity.as_ref().and_then(|c| c.provider.clone()),
         });
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
@@ -1349,6 +1369,8 @@ fn plan_register(m: &Model, r: RegisterRequest, ctx: &mut Ctx<'_>) -> Result<Pla
                 tags: vec![],
                 settings: vec![],
                 created_at: ctx.now,
+                capacity_providers: vec![],
+                default_capacity_provider_strategy: vec![],
             };
             cmds.push(Command::PutCluster(c.clone()));
             c

@@ -45,24 +45,29 @@ pub async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
             "Cluster name can only contain letters, numbers, hyphens and underscores, and must be between 1 and 255 characters.",
         ));
     }
-    if let Some(cps) = p.opt_array("capacityProviders")? {
-        if !cps.is_empty() {
-            return Err(ApiError::invalid(
-                "Capacity providers are not supported by Berth.",
-            ));
-        }
-    }
+    let providers = p.opt_str_list("capacityProviders")?.unwrap_or_default();
+    let strategy =
+        super::capacity::parse_strategy(p, "defaultCapacityProviderStrategy")?.unwrap_or_default();
     let tags = p.tags("tags")?;
     let settings = parse_settings(p)?;
-    let (snap, outcome) = call
-        .state
-        .submit(Request::CreateCluster {
+    let request = if providers.is_empty() && strategy.is_empty() {
+        Request::CreateCluster {
             name: name.to_string(),
             region: call.region.to_string(),
             tags,
             settings,
-        })
-        .await?;
+        }
+    } else {
+        Request::Capacity(Box::new(crate::capacity::CapacityRequest::CreateCluster {
+            name: name.to_string(),
+            region: call.region.to_string(),
+            tags,
+            settings,
+            providers: providers.iter().map(|s| s.to_string()).collect(),
+            strategy,
+        }))
+    };
+    let (snap, outcome) = call.state.submit(request).await?;
     cluster_response(&snap, outcome)
 }
 

@@ -3,6 +3,7 @@
 //! snapshots in botocore's shapes. One submodule per ECS area.
 
 pub mod attributes;
+pub mod capacity;
 pub mod clusters;
 pub mod instances;
 pub mod render;
@@ -59,6 +60,11 @@ pub async fn dispatch_ecs(
         "DeleteService" => services::delete(call, &p).await,
         "ListServices" => services::list(call, &p),
         "DescribeServices" => services::describe(call, &p),
+        "CreateCapacityProvider" => capacity::create(call, &p).await,
+        "UpdateCapacityProvider" => capacity::update(call, &p).await,
+        "DeleteCapacityProvider" => capacity::delete(call, &p).await,
+        "DescribeCapacityProviders" => capacity::describe(call, &p),
+        "PutClusterCapacityProviders" => capacity::put_cluster(call, &p).await,
         "TagResource" => tags::tag(call, &p).await,
         "UntagResource" => tags::untag(call, &p).await,
         "ListTagsForResource" => tags::list(call, &p),

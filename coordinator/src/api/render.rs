@@ -71,8 +71,8 @@ pub fn cluster(m: &Model, c: &Cluster, with_tags: bool, with_stats: bool) -> Val
         "statistics": [],
         "tags": [],
         "settings": settings,
-        "capacityProviders": [],
-        "defaultCapacityProviderStrategy": [],
+        "capacityProviders": c.capacity_providers,
+        "defaultCapacityProviderStrategy": super::capacity::strategy_json(&c.default_capacity_provider_strategy),
     });
     if with_stats {
         out["statistics"] = json!([
@@ -194,6 +194,7 @@ pub fn task(t: &Task, with_tags: bool) -> Value {
     o.insert("attachments".into(), attachments(t));
     o.insert("attributes".into(), json!([]));
     put_opt(&mut o, "availabilityZone", &t.availability_zone);
+    put_opt(&mut o, "capacityProviderName", &t.capacity_provider_name);
     o.insert("clusterArn".into(), json!(t.cluster_arn));
     o.insert("containerInstanceArn".into(), json!(t.instance_arn));
     o.insert("containers".into(), Value::Array(containers));
@@ -332,7 +333,22 @@ fn deployment(s: &Service, d: &Deployment, tasks: &[std::sync::Arc<Task>]) -> Va
     if let Some(nc) = &d.network_configuration {
         o["networkConfiguration"] = nc.clone();
     }
+    with_strategy(&mut o, s);
     o
+}
+
+/// A service placed through capacity providers shows its strategy instead
+/// of a launch type (as ECS does).
+fn with_strategy(o: &mut Value, s: &Service) {
+    if let Some(m) = o.as_object_mut() {
+        if !s.capacity_provider_strategy.is_empty() {
+            m.remove("launchType");
+            m.insert(
+                "capacityProviderStrategy".into(),
+                super::capacity::strategy_json(&s.capacity_provider_strategy),
+            );
+        }
+    }
 }
 
 /// An ECS `Service`: counts from its tasks, deployments PRIMARY first,
@@ -381,6 +397,7 @@ pub fn service(m: &Model, s: &Service, with_tags: bool) -> Value {
     if let Some(nc) = &s.network_configuration {
         o["networkConfiguration"] = nc.clone();
     }
+    with_strategy(&mut o, s);
     if with_tags {
         o["tags"] = tags(&s.tags);
     }

@@ -59,12 +59,11 @@ fn deployment_configuration(p: &Params<'_>) -> Result<Option<DeploymentConfigInp
 }
 
 /// Rejects features Berth's services do not have (load balancers, service
-/// discovery, capacity providers, other deployment controllers).
+/// discovery, other deployment controllers).
 fn unsupported(p: &Params<'_>) -> Result<(), ApiError> {
     for key in [
         "loadBalancers",
         "serviceRegistries",
-        "capacityProviderStrategy",
         "volumeConfigurations",
         "vpcLatticeConfigurations",
     ] {
@@ -168,8 +167,9 @@ pub async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
             "The desired count must be specified for the REPLICA scheduling strategy.",
         ));
     }
+    // Empty: not given (the strategy or the cluster default decides).
     let launch_type = match p.opt_str("launchType")? {
-        None => "EXTERNAL",
+        None => "",
         Some(lt @ ("EC2" | "EXTERNAL")) => lt,
         Some("FARGATE") => {
             return Err(ApiError::invalid(
@@ -207,6 +207,7 @@ pub async fn create(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
         task_definition: task_definition.to_string(),
         desired_count,
         launch_type: launch_type.to_string(),
+        capacity_provider_strategy: super::capacity::parse_strategy(p, "capacityProviderStrategy")?,
         scheduling_strategy: scheduling_strategy.to_string(),
         deployment_configuration: deployment_configuration(p)?.unwrap_or_default(),
         placement_constraints: constraints.unwrap_or_default(),
@@ -246,6 +247,7 @@ pub async fn update(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> 
         placement_strategy: strategies,
         network_configuration: network_configuration(p)?,
         force_new_deployment: p.opt_bool("forceNewDeployment")?.unwrap_or(false),
+        capacity_provider_strategy: super::capacity::parse_strategy(p, "capacityProviderStrategy")?,
     };
     let (snap, outcome) = call
         .state

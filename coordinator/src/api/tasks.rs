@@ -40,13 +40,8 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
         ));
     }
     let overrides = p.opt_object("overrides")?.map(|o| Value::Object(o.clone()));
-    if p.opt_array("capacityProviderStrategy")?
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err(ApiError::invalid(
-            "Capacity providers are not supported by Berth.",
-        ));
-    }
+    let capacity_provider_strategy =
+        super::capacity::parse_strategy(p, "capacityProviderStrategy")?;
     let (member_of, distinct_instance) = constraints(p)?;
     let strategies = strategies(p)?;
     let network_configuration = p
@@ -79,6 +74,7 @@ fn common(p: &Params<'_>) -> Result<RunTask, ApiError> {
         },
         network_configuration,
         for_service: false,
+        capacity: crate::capacity::RunCapacity::given(capacity_provider_strategy),
     })
 }
 

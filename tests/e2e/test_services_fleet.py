@@ -27,7 +27,6 @@ import time
 
 import pytest
 
-import harness
 import multihost
 from harness import wait_for
 

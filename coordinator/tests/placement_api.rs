@@ -1,10 +1,12 @@
-//! The cluster query language through the signed HTTP API: every caller of
-//! the parser (RunTask, StartTask and CreateService/UpdateService `memberOf`
-//! constraints, a task definition's `memberOf` at RunTask, and
-//! ListContainerInstances `--filter`) answers a syntax error with
-//! `InvalidParameterException` and the character position; ECS's limits
+//! Placement and the cluster query language through the signed HTTP API:
+//! every caller of the parser (RunTask, StartTask and CreateService/
+//! UpdateService `memberOf` constraints, a task definition's `memberOf` at
+//! RunTask, and ListContainerInstances `--filter`) answers a syntax error
+//! with `InvalidParameterException` and the character position; ECS's limits
 //! (2000-character expressions, 10 constraints, 5 strategies) are enforced;
-//! and valid expressions over dates, counts and attributes select instances.
+//! valid expressions over dates, counts and attributes select instances; and
+//! the strategies (`spread host`/`instanceId`/`attribute:*`, `binpack`) and
+//! constraints place RunTask's tasks as they should.
 
 mod common;
 
@@ -271,5 +273,83 @@ async fn filters_over_dates_counts_versions_and_attributes() {
         got.sort();
         assert_eq!(got, want, "{filter}");
     }
+    t.stop().await;
+}
+
+/// Instance ARN → number of tasks RunTask placed there.
+fn per_instance(run: &Value) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for t in run["tasks"].as_array().unwrap() {
+        *m.entry(t["containerInstanceArn"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn strategies_and_member_of_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestCoord::start(dir.path()).await;
+    setup_cluster(&t, "p", 100).await;
+    let (_, _, small) = t
+        .register_instance_with("p", 4096, 1000, &[], &[("ecs.availability-zone", "z1")])
+        .await;
+    let (_, _, big) = t
+        .register_instance_with("p", 4096, 4000, &[], &[("ecs.availability-zone", "z1")])
+        .await;
+    let (_, _, other) = t
+        .register_instance_with("p", 4096, 4000, &[], &[("ecs.availability-zone", "z2")])
+        .await;
+    // `spread host` and `spread instanceId` are the same: three tasks of a
+    // group on three instances, then three more make two each.
+    for (field, group) in [("host", "g1"), ("instanceId", "g2")] {
+        for round in 1..=2 {
+            let run = t
+                .ok(
+                    "RunTask",
+                    json!({"cluster": "p", "taskDefinition": "app", "count": 3, "group": group,
+                           "placementStrategy": [{"type": "spread", "field": field}]}),
+                )
+                .await;
+            assert_eq!(per_instance(&run).len(), 3, "{field} round {round}: {run}");
+        }
+    }
+    // binpack memory fills the instance with the least memory left first:
+    // after the four 100 MiB tasks on each, `small` has 600 MiB, the others 3600.
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "p", "taskDefinition": "app", "count": 2, "group": "bp",
+                   "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+        )
+        .await;
+    assert_eq!(per_instance(&run).get(&small), Some(&2), "{run}");
+    // spread by zone: z2 has one instance, z1 two; four tasks split 2/2.
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "p", "taskDefinition": "app", "count": 4, "group": "az",
+                   "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}]}),
+        )
+        .await;
+    assert_eq!(per_instance(&run).get(&other), Some(&2), "{run}");
+    // memberOf with a zone and distinctInstance: only z1's two instances, once each.
+    let run = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "p", "taskDefinition": "app", "count": 3, "group": "m",
+                   "placementConstraints": [
+                       {"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"},
+                       {"type": "distinctInstance"}]}),
+        )
+        .await;
+    let placed = per_instance(&run);
+    assert_eq!(placed.len(), 2, "{run}");
+    assert!(!placed.contains_key(&other), "{run}");
+    assert!(placed.contains_key(&big), "{run}");
+    assert_eq!(
+        run["failures"][0]["reason"], "DistinctInstance placement constraint unsatisfied.",
+        "{run}"
+    );
     t.stop().await;
 }

@@ -42,7 +42,7 @@ pub struct Candidate {
     pub tcp_used: BTreeSet<u16>,
     pub udp_used: BTreeSet<u16>,
     /// What `memberOf` expressions and `spread attribute:*` look at.
-    pub facts: cql::Facts,
+    pub facts: std::sync::Arc<cql::Facts>,
     /// Active tasks of the request's group already on this instance.
     pub group_tasks: u32,
 }
@@ -187,29 +187,47 @@ fn take(c: &mut Candidate, need: &Need) -> DynamicPorts {
     ports
 }
 
-/// Keeps the candidates a strategy likes best (lowest key).
-fn narrow(cands: &[Candidate], feasible: Vec<usize>, strategy: &Strategy) -> Vec<usize> {
-    // Group-task totals per attribute value, computed once (not per candidate).
-    let per_value: BTreeMap<Option<String>, i64> = match strategy {
-        Strategy::SpreadAttribute(name) => {
-            let mut m: BTreeMap<Option<String>, i64> = BTreeMap::new();
-            for o in cands {
-                *m.entry(o.facts.attributes.get(name).cloned().flatten())
-                    .or_default() += i64::from(o.group_tasks);
-            }
-            m
-        }
-        _ => BTreeMap::new(),
-    };
+/// `spread attribute:NAME` bookkeeping: each candidate's value slot and
+/// the group's task total per value, over all candidates.
+struct Spread {
+    slot_of: Vec<usize>,
+    totals: Vec<i64>,
+}
+
+impl Spread {
+    fn new(cands: &[Candidate], name: &str) -> Spread {
+        let mut slots: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+        let mut totals = Vec::new();
+        let slot_of = cands
+            .iter()
+            .map(|c| {
+                let value = c.facts.attributes.get(name).and_then(|v| v.as_deref());
+                let slot = *slots.entry(value).or_insert_with(|| {
+                    totals.push(0);
+                    totals.len() - 1
+                });
+                totals[slot] += i64::from(c.group_tasks);
+                slot
+            })
+            .collect();
+        Spread { slot_of, totals }
+    }
+}
+
+/// Keeps the candidates a strategy likes best (lowest key). `spread` is the
+/// strategy's bookkeeping when it spreads over an attribute.
+fn narrow(
+    cands: &[Candidate],
+    feasible: Vec<usize>,
+    strategy: &Strategy,
+    spread: Option<&Spread>,
+) -> Vec<usize> {
     let key = |i: usize| -> i64 {
         let c = &cands[i];
         match strategy {
             Strategy::Random => 0,
             Strategy::SpreadInstance => i64::from(c.group_tasks),
-            Strategy::SpreadAttribute(name) => {
-                let value = c.facts.attributes.get(name).cloned().flatten();
-                per_value.get(&value).copied().unwrap_or(0)
-            }
+            Strategy::SpreadAttribute(_) => spread.map_or(0, |s| s.totals[s.slot_of[i]]),
             Strategy::BinpackCpu => c.cpu_remaining,
             Strategy::BinpackMemory => c.memory_remaining,
         }
@@ -221,26 +239,36 @@ fn narrow(cands: &[Candidate], feasible: Vec<usize>, strategy: &Strategy) -> Vec
 }
 
 /// Places `count` copies of a task on any of `cands` (RunTask).
+///
+/// Placing a task changes only the instance it lands on, so feasibility is
+/// decided once per candidate and afterwards re-checked only for the
+/// instance just used; attribute-spread totals are likewise updated, not
+/// recomputed. The result equals re-filtering every candidate per task.
 pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
     let mut plan = Plan::default();
-    let mut used: BTreeSet<usize> = BTreeSet::new();
+    let mut used = vec![false; cands.len()];
+    let mut feasible: Vec<usize> = (0..cands.len())
+        .filter(|&i| check(&cands[i], need).is_ok())
+        .collect();
+    let mut spreads: Vec<Option<Spread>> = need
+        .strategies
+        .iter()
+        .map(|s| match s {
+            Strategy::SpreadAttribute(name) => Some(Spread::new(&cands, name)),
+            _ => None,
+        })
+        .collect();
     for _ in 0..count {
-        let verdict = |i: usize, c: &Candidate| -> Result<(), Rejection> {
-            check(c, need)?;
-            if need.distinct_instance && used.contains(&i) {
-                return Err(Rejection::DistinctInstance);
-            }
-            Ok(())
-        };
-        let mut feasible: Vec<usize> = cands
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| verdict(*i, c).is_ok())
-            .map(|(i, _)| i)
-            .collect();
         if feasible.is_empty() {
             for (i, c) in cands.iter().enumerate() {
-                if let Err(r) = verdict(i, c) {
+                let verdict = check(c, need).and_then(|()| {
+                    if need.distinct_instance && used[i] {
+                        Err(Rejection::DistinctInstance)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(r) = verdict {
                     if !plan.failures.iter().any(|(a, _)| a == &c.arn) {
                         plan.failures.push((c.arn.clone(), r.reason()));
                     }
@@ -248,13 +276,20 @@ pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut imp
             }
             break;
         }
-        for s in &need.strategies {
-            feasible = narrow(&cands, feasible, s);
+        let mut best = feasible.clone();
+        for (s, sp) in need.strategies.iter().zip(&spreads) {
+            best = narrow(&cands, best, s, sp.as_ref());
         }
-        let pick = feasible[rng.gen_range(0..feasible.len())];
+        let pick = best[rng.gen_range(0..best.len())];
         let ports = take(&mut cands[pick], need);
+        for sp in spreads.iter_mut().flatten() {
+            sp.totals[sp.slot_of[pick]] += 1;
+        }
         plan.ports.push(ports);
-        used.insert(pick);
+        used[pick] = true;
+        if need.distinct_instance || check(&cands[pick], need).is_err() {
+            feasible.retain(|&i| i != pick);
+        }
         plan.placements.push(cands[pick].id.clone());
     }
     plan
@@ -299,7 +334,7 @@ mod tests {
             memory_remaining: mem,
             tcp_used: tcp.iter().copied().collect(),
             udp_used: BTreeSet::new(),
-            facts: cql::Facts::default(),
+            facts: Default::default(),
             group_tasks: 0,
         }
     }
@@ -543,7 +578,7 @@ mod tests {
     }
 
     fn with_attr(mut c: Candidate, name: &str, value: &str) -> Candidate {
-        c.facts
+        std::sync::Arc::make_mut(&mut c.facts)
             .attributes
             .insert(name.to_string(), Some(value.to_string()));
         c

@@ -403,23 +403,50 @@ pub fn usage(m: &Model, inst: &Instance) -> Usage {
     u
 }
 
-fn candidate(
-    m: &Model,
-    inst: &Instance,
-    connected: &dyn Fn(&str) -> bool,
-    group: &str,
-) -> Candidate {
+/// What placement derives from one instance and its active tasks, apart
+/// from the request-specific parts (agent connection, the request's group).
+#[derive(Clone)]
+struct Derived {
+    /// The versions it was derived from: `apply` replaces an `Arc` it
+    /// changes (copy on write; the memo holds a reference, so never in
+    /// place), hence pointer equality means "unchanged".
+    inst: Arc<Instance>,
+    active: Option<Arc<crate::model::ActiveOn>>,
+    facts: Arc<crate::cql::Facts>,
+    cpu_remaining: i64,
+    memory_remaining: i64,
+    tcp_used: BTreeSet<u16>,
+    udp_used: BTreeSet<u16>,
+}
+
+thread_local! {
+    /// Memo of [`Derived`] per instance id, so placing a task does not
+    /// rebuild every instance's facts and usage. Transparent: an entry is
+    /// used only while the instance and its active index are the very same
+    /// `Arc`s it was computed from. Planning runs on the owner's thread.
+    static DERIVED: std::cell::RefCell<HashMap<String, Derived>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn derive(m: &Model, inst: &Arc<Instance>) -> Derived {
+    let active = m.active_by_instance.get(&inst.id).cloned();
+    let hit = DERIVED.with(|memo| {
+        memo.borrow().get(&inst.id).and_then(|d| {
+            let same_active = match (&d.active, &active) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            (Arc::ptr_eq(&d.inst, inst) && same_active).then(|| d.clone())
+        })
+    });
+    if let Some(d) = hit {
+        return d;
+    }
     let u = usage(m, inst);
-    let active = m.active_on(&inst.id);
-    // Distinct group names: `task:group` matches if any task's group does.
-    let task_groups: Vec<String> = active
-        .map(|a| a.groups.keys().cloned().collect())
-        .unwrap_or_default();
-    let group_tasks = active
-        .and_then(|a| a.groups.get(group).copied())
-        .unwrap_or(0);
     let facts = crate::cql::Facts {
-        agent_connected: connected(&inst.id),
+        // Placement patches this per request (see `candidate`).
+        agent_connected: true,
         agent_version: inst.agent_version.clone(),
         ec2_instance_id: inst.ec2_instance_id.clone(),
         registered_at: inst.registered_at,
@@ -429,19 +456,60 @@ fn candidate(
             .iter()
             .map(|a| (a.name.clone(), a.value.clone()))
             .collect(),
-        task_groups,
+        // Distinct group names: `task:group` matches if any task's group does.
+        task_groups: active
+            .as_ref()
+            .map(|a| a.groups.keys().cloned().collect())
+            .unwrap_or_default(),
     };
+    let d = Derived {
+        inst: inst.clone(),
+        active,
+        facts: Arc::new(facts),
+        cpu_remaining: inst.resource_int("CPU") - u.cpu,
+        memory_remaining: inst.resource_int("MEMORY") - u.memory,
+        tcp_used: u.tcp,
+        udp_used: u.udp,
+    };
+    DERIVED.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        // Bounded by the instances ever seen; forget them all now and then.
+        if memo.len() > 2 * m.instances.len() + 1024 {
+            memo.clear();
+        }
+        memo.insert(inst.id.clone(), d.clone());
+    });
+    d
+}
+
+fn candidate(
+    m: &Model,
+    inst: &Arc<Instance>,
+    connected: &dyn Fn(&str) -> bool,
+    group: &str,
+) -> Candidate {
+    let d = derive(m, inst);
+    let connected = connected(&inst.id);
+    let mut facts = d.facts;
+    if !connected {
+        Arc::make_mut(&mut facts).agent_connected = false;
+    }
+    let group_tasks = d
+        .active
+        .as_ref()
+        .and_then(|a| a.groups.get(group).copied())
+        .unwrap_or(0);
     Candidate {
         facts,
         group_tasks,
         id: inst.id.clone(),
         arn: inst.arn.clone(),
         status: inst.status.clone(),
-        connected: connected(&inst.id),
-        cpu_remaining: inst.resource_int("CPU") - u.cpu,
-        memory_remaining: inst.resource_int("MEMORY") - u.memory,
-        tcp_used: u.tcp,
-        udp_used: u.udp,
+        connected,
+        cpu_remaining: d.cpu_remaining,
+        memory_remaining: d.memory_remaining,
+        tcp_used: d.tcp_used,
+        udp_used: d.udp_used,
     }
 }
 

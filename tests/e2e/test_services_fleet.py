@@ -242,6 +242,9 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
             fresh = {t["taskArn"] for t in now} - {t["taskArn"] for t in first}
             return len(running) == 6 and len(now) == 6 and len(fresh) == 1 and fresh
         fresh = wait_for(replaced, timeout=90, interval=0.3, what="the killed task to be replaced")
+        # Spread by zone: the replacement goes to the zone that lost a task.
+        replacement = f.describe_one(next(iter(fresh)))
+        assert az_of[replacement["containerInstanceArn"]] == az_of[victim["containerInstanceArn"]], replacement
         wait_stable_cli(f, "web")
         svc = describe_service(f.client, f.cluster, "web")
         assert svc["runningCount"] == 6 and svc["pendingCount"] == 0, svc
@@ -310,6 +313,8 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
         assert f"(service web) (deployment {rev3_dep}) deployment failed: tasks failed to start." in msgs, msgs
         assert f"(service web) rolling back to deployment {rollback_dep['id']}." in msgs, msgs
         assert any("failed container health checks" in m for m in msgs), msgs
+        # Tasks still stopping at maximumPercent are not a stuck deployment.
+        assert not any("is unable to replace tasks" in m for m in msgs), msgs
         # The rev3 tasks ran and were stopped for failing their health checks.
         rev3_tasks = [t for t in service_tasks(f, "web") if t["taskDefinitionArn"] == rev3]
         assert len(rev3_tasks) >= 3, rev3_tasks
@@ -318,6 +323,19 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
         wait_stable_cli(f, "web")
         svc = describe_service(f.client, f.cluster, "web")
         assert svc["runningCount"] == 6 and svc["desiredCount"] == 6, svc
+        # containerd agrees: six containers run across the hosts, each labelled
+        # with one of the service's live tasks.
+        live_arns = {t["taskArn"] for t in live(service_tasks(f, "web"))}
+
+        def containerd_tasks():
+            found = {}
+            for h in f.hosts:
+                for cid, (_, status) in h.ctr_tasks().items():
+                    labels = h.containerd.container_info(h.namespace, cid).get("Labels") or {}
+                    found[labels.get("com.amazonaws.ecs.task-arn")] = status
+            return found
+        wait_for(lambda: containerd_tasks() == {arn: "RUNNING" for arn in live_arns}, timeout=30,
+                 what="containerd to run exactly the service's six tasks")
         # Still spread over every zone after the rollback (placement counts the
         # tasks being replaced too, so the split need not be 2/2/2 again).
         per_az = collections.Counter(az_of[t["containerInstanceArn"]] for t in live(service_tasks(f, "web")))
@@ -401,7 +419,15 @@ def test_daemon_service_and_draining_a_host(private_fleet):
         for arn in on_drained:
             t = f.describe_one(arn)
             assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "ServiceSchedulerInitiated", t
+        # Spread by zone sends both replacements to the empty zone of the late host.
+        moved = [t for t in web_after if t["taskArn"] not in {u["taskArn"] for u in web_before}]
+        assert len(moved) == 2 and all(f.host_of(t) is late for t in moved), moved
         assert {f.host_of(t).index for t in web_after} <= {0, 2, late.index}
+        # containerd on the drained host runs the standalone task only.
+        solo_cids = containerd_ids_for_task(drained, solo[0]["taskArn"])
+        assert len(solo_cids) == 1, solo_cids
+        wait_for(lambda: set(drained.ctr_tasks()) == set(solo_cids), timeout=30,
+                 what="the drained host's containerd to hold only the standalone task")
         t = f.describe_one(daemon_on_drained[0])
         assert t["stopCode"] == "ServiceSchedulerInitiated", t
         per = daemon_per_host(3)

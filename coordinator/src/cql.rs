@@ -877,36 +877,41 @@ fn compare(subject: &str, op: Op, arg: &Arg, f: &Facts) -> bool {
         // Not a subject `parse` accepts: nothing is known about it.
         return matches!(op, Op::NotExists | Op::Ne | Op::NotIn | Op::NotMatches);
     };
-    let (exists, values): (bool, Vec<Val<'_>>) = match subject {
+    // One value for most subjects, none for a value-less or absent
+    // attribute, one per task for `task:group`: no allocation but the last.
+    let (exists, one): (bool, Option<Val<'_>>) = match subject {
         Subject::AgentConnected => (
             true,
-            vec![Val::Text(if f.agent_connected { "true" } else { "false" })],
+            Some(Val::Text(if f.agent_connected { "true" } else { "false" })),
         ),
         Subject::AgentVersion => (
             !f.agent_version.is_empty(),
-            vec![Val::Version(&f.agent_version)],
+            Some(Val::Version(&f.agent_version)),
         ),
         Subject::Ec2InstanceId => (
             !f.ec2_instance_id.is_empty(),
-            vec![Val::Text(&f.ec2_instance_id)],
+            Some(Val::Text(&f.ec2_instance_id)),
         ),
-        Subject::RegisteredAt => (true, vec![Val::Time(f.registered_at)]),
-        Subject::RunningTasksCount => (true, vec![Val::Count(u64::from(f.running_tasks_count))]),
-        Subject::TaskGroup => (
-            !f.task_groups.is_empty(),
-            f.task_groups.iter().map(|g| Val::Text(g)).collect(),
-        ),
+        Subject::RegisteredAt => (true, Some(Val::Time(f.registered_at))),
+        Subject::RunningTasksCount => (true, Some(Val::Count(u64::from(f.running_tasks_count)))),
+        Subject::TaskGroup => (!f.task_groups.is_empty(), None),
         Subject::Attribute(name) => match f.attributes.get(name) {
-            None => (false, vec![]),
-            Some(None) => (true, vec![]),
-            Some(Some(v)) => (true, vec![Val::Text(v)]),
+            None => (false, None),
+            Some(v) => (true, v.as_deref().map(Val::Text)),
         },
+    };
+    let any = |op: Op| match subject {
+        Subject::TaskGroup => f
+            .task_groups
+            .iter()
+            .any(|g| holds(Val::Text(g), subject, op, arg)),
+        _ => one.is_some_and(|v| holds(v, subject, op, arg)),
     };
     match op {
         Op::Exists => exists,
         Op::NotExists => !exists,
-        Op::Ne | Op::NotIn | Op::NotMatches => !values.iter().any(|v| holds(*v, subject, op, arg)),
-        _ => values.iter().any(|v| holds(*v, subject, op, arg)),
+        Op::Ne | Op::NotIn | Op::NotMatches => !any(op),
+        _ => any(op),
     }
 }
 

@@ -9,6 +9,7 @@
 //! expressions parse back to the same expression, and no input panics.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use berth_coordinator::cql::{self, Arg, Expr, Facts, Op, Pattern};
 use berth_coordinator::scheduler::{
@@ -98,7 +99,7 @@ fn candidate() -> impl Strategy<Value = Candidate> {
                 memory_remaining: memory,
                 tcp_used: tcp,
                 udp_used: udp,
-                facts,
+                facts: Arc::new(facts),
                 group_tasks,
             },
         )
@@ -110,7 +111,7 @@ fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
         for (i, c) in v.iter_mut().enumerate() {
             c.id = format!("i{i}");
             c.arn = format!("arn:i{i}");
-            c.facts.ec2_instance_id = format!("mi-{i}");
+            Arc::make_mut(&mut c.facts).ec2_instance_id = format!("mi-{i}");
         }
         v
     })
@@ -261,10 +262,15 @@ impl Left {
     }
 }
 
+/// How many ports of the dynamic range are in neither `used` nor `statics`.
 fn dynamic_free(used: &BTreeSet<u16>, statics: &[u16]) -> usize {
-    DYNAMIC_PORTS
-        .filter(|p| !used.contains(p) && !statics.contains(p))
-        .count()
+    let taken: BTreeSet<u16> = used
+        .iter()
+        .chain(statics)
+        .copied()
+        .filter(|p| DYNAMIC_PORTS.contains(p))
+        .collect();
+    DYNAMIC_PORTS.len() - taken.len()
 }
 
 /// Whether `c`, left as `l`, can take one more task of `need`.

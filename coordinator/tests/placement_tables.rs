@@ -5,6 +5,7 @@
 //! rules, a count and the expected placements or per-instance totals.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use berth_coordinator::cql::{self, Facts};
 use berth_coordinator::scheduler::{place, Candidate, Need, Plan, Strategy};
@@ -23,7 +24,7 @@ fn inst(id: &str, cpu: i64, memory: i64, attrs: &[(&str, &str)], group_tasks: u3
         memory_remaining: memory,
         tcp_used: BTreeSet::new(),
         udp_used: BTreeSet::new(),
-        facts: Facts {
+        facts: Arc::new(Facts {
             agent_connected: true,
             ec2_instance_id: id.into(),
             attributes: attrs
@@ -31,7 +32,7 @@ fn inst(id: &str, cpu: i64, memory: i64, attrs: &[(&str, &str)], group_tasks: u3
                 .map(|(n, v)| (n.to_string(), Some(v.to_string())))
                 .collect(),
             ..Facts::default()
-        },
+        }),
         group_tasks,
     }
 }

@@ -293,6 +293,14 @@ pub fn service_step(
                     for d in s.deployments.iter_mut() {
                         d.status = "ACTIVE".into();
                     }
+                    // ECS names the deployment rolled back to: the newest
+                    // COMPLETED one of that task definition (kept while it has
+                    // tasks; once retired, only the new deployment's id is known).
+                    let back_to = s
+                        .deployments
+                        .iter()
+                        .find(|d| d.rollout_state == "COMPLETED" && d.task_definition == td)
+                        .map_or_else(|| id.clone(), |d| d.id.clone());
                     let mut nd = new_deployment(
                         id.clone(),
                         &td,
@@ -300,8 +308,9 @@ pub fn service_step(
                         s.network_configuration.clone(),
                         now,
                     );
-                    nd.rollout_state_reason =
-                        format!("ECS deployment circuit breaker: rolling back to deployment {id}.");
+                    nd.rollout_state_reason = format!(
+                        "ECS deployment circuit breaker: rolling back to deploymentId {back_to}."
+                    );
                     s.deployments.insert(0, nd);
                     s.task_definition = td;
                     s.launch_failures = 0;
@@ -310,7 +319,7 @@ pub fn service_step(
                         &mut s,
                         rng,
                         now,
-                        format!("(service {name}) rolling back to deployment {id}."),
+                        format!("(service {name}) rolling back to deployment {back_to}."),
                     );
                 }
             }
@@ -1809,6 +1818,17 @@ mod tests {
         assert_eq!(d.start, 6);
         assert!(d.service.events.iter().any(|e| e.message
             == "(service web) (deployment ecs-svc/2) deployment failed: tasks failed to start."));
+        // ECS names the COMPLETED deployment it rolls back to, not the new one.
+        assert_ne!(deps[0].id, "ecs-svc/1");
+        assert_eq!(
+            deps[0].rollout_state_reason,
+            "ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/1."
+        );
+        assert!(d
+            .service
+            .events
+            .iter()
+            .any(|e| e.message == "(service web) rolling back to deployment ecs-svc/1."));
         // Without rollback the failed deployment launches nothing more.
         let mut s2 = deploying(6, 100, 200);
         s2.deployment_configuration.circuit_breaker = CircuitBreaker {

@@ -119,7 +119,10 @@ class ServiceWatch(threading.Thread):
     """Polls one service every ~0.3 s with its own boto3 client (DescribeServices,
     then ListTasks + DescribeTasks) and records, across the whole run: the fewest
     healthy tasks, the most active (not STOPPED) tasks, each sample that broke
-    the bounds, and every deployment's rolloutState seen."""
+    the bounds. A second thread reads DescribeServices alone every ~0.1 s and
+    records every deployment's rolloutState and reason seen: a deployment leaves
+    the list as soon as its last task stops, which can be within half a second
+    of the circuit breaker failing it."""
 
     def __init__(self, fleet, name: str, checked_tds: set[str], min_healthy: int, max_total: int,
                  interval: float = 0.3):
@@ -138,13 +141,28 @@ class ServiceWatch(threading.Thread):
         self.errors: list[str] = []
         self.rollout_states: dict[str, set[str]] = collections.defaultdict(set)
         self.deployment_tds: dict[str, str] = {}
+        self.rollout_reasons: dict[str, set[str]] = collections.defaultdict(set)
         self._halt = threading.Event()
+        self._deployments = threading.Thread(target=self._watch_deployments, args=(fleet.ecs(),), daemon=True,
+                                             name=f"watch-{name}-deployments")
 
-    def sample(self) -> None:
-        svc = describe_service(self.client, self.cluster, self.service)
+    def _record(self, svc: dict) -> None:
         for d in svc["deployments"]:
             self.rollout_states[d["id"]].add(d.get("rolloutState", ""))
             self.deployment_tds[d["id"]] = d["taskDefinition"]
+            self.rollout_reasons[d["id"]].add(d.get("rolloutStateReason", ""))
+
+    def _watch_deployments(self, client) -> None:
+        while not self._halt.is_set():
+            try:
+                self._record(describe_service(client, self.cluster, self.service))
+            except Exception as e:  # noqa: BLE001 - reported by check()
+                self.errors.append(repr(e))
+            self._halt.wait(0.1)
+
+    def sample(self) -> None:
+        svc = describe_service(self.client, self.cluster, self.service)
+        self._record(svc)
         tasks = describe_tasks(self.client, self.cluster,
                                service_task_arns(self.client, self.cluster, self.service))
         total = len(live(tasks))
@@ -170,13 +188,15 @@ class ServiceWatch(threading.Thread):
     def begin(self) -> "ServiceWatch":
         """Start polling; return once the first sample (before the change under test) is in."""
         self.start()
+        self._deployments.start()
         wait_for(lambda: self.samples >= 1 or self.errors, timeout=30, what="the poller's first sample")
         return self
 
     def finish(self) -> None:
         self._halt.set()
         self.join(timeout=30)
-        assert not self.is_alive(), "the service poller did not stop"
+        self._deployments.join(timeout=30)
+        assert not self.is_alive() and not self._deployments.is_alive(), "the service poller did not stop"
 
     def check(self, min_samples: int) -> None:
         """Fail unless the poller ran throughout and every sample kept the bounds."""
@@ -311,7 +331,12 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
         assert rollback_dep["taskDefinition"] == rev2
         msgs = [e["message"] for e in svc["events"]]
         assert f"(service web) (deployment {rev3_dep}) deployment failed: tasks failed to start." in msgs, msgs
-        assert f"(service web) rolling back to deployment {rollback_dep['id']}." in msgs, msgs
+        # ECS names the COMPLETED deployment it rolls back to (rev2's).
+        assert f"(service web) rolling back to deployment {rev2_dep}." in msgs, msgs
+        assert ("ECS deployment circuit breaker: tasks failed to start."
+                in watch.rollout_reasons[rev3_dep]), dict(watch.rollout_reasons)
+        assert (f"ECS deployment circuit breaker: rolling back to deploymentId {rev2_dep}."
+                in watch.rollout_reasons[rollback_dep["id"]]), dict(watch.rollout_reasons)
         assert any("failed container health checks" in m for m in msgs), msgs
         # Tasks still stopping at maximumPercent are not a stuck deployment.
         assert not any("is unable to replace tasks" in m for m in msgs), msgs

@@ -48,10 +48,11 @@ pub struct Rule {
     pub created_by: String,
     pub created_at: Timestamp,
     /// Epoch second the schedule counts from: set when the rule is created,
-    /// its expression changes, it is re-enabled, or it gets its first target
-    /// (slots before that are not owed).
+    /// its expression changes, or it is re-enabled (slots before that are
+    /// not owed).
     pub anchor: i64,
     /// The slot the rule last fired for; every slot up to it is consumed.
+    /// A rule getting its first target consumes the slots already past.
     pub last_slot: Option<i64>,
     pub last_fired_at: Option<Timestamp>,
     /// Target invocations so far, and how many of them started no task.
@@ -211,9 +212,10 @@ pub fn plan(m: &Model, r: RuleRequest, ctx: &mut Ctx<'_>) -> Result<Planned, Api
             r.targets.sort_by(|a, b| a.id.cmp(&b.id));
             if !had_targets {
                 // Slots that passed while the rule had nothing to run are
-                // not owed: counting starts now.
-                r.anchor = now;
-                r.last_slot = None;
+                // not owed: they are consumed, the schedule keeps its phase.
+                if let Some(past) = r.due(now) {
+                    r.last_slot = Some(past);
+                }
             }
             Ok((vec![Command::PutRule(r)], Outcome::Done))
         }
@@ -611,52 +613,52 @@ mod tests {
                 a,
                 0,
             ),
-            // First target: counting restarts at the put.
+            // First target: the slot already past (…065) is consumed, not owed.
             (
                 t0 + 90.0,
                 RuleRequest::PutTargets {
                     rule: "r".into(),
                     targets: vec![target("a")],
                 },
-                None,
-                1_800_000_090,
+                Some(a + 60),
+                a,
                 1,
             ),
             (
-                t0 + 140.0,
+                t0 + 110.0,
                 RuleRequest::Fire { name: "r".into() },
-                None,
-                1_800_000_090,
+                Some(a + 60),
+                a,
                 0,
             ),
             (
-                t0 + 150.5,
+                t0 + 125.5,
                 RuleRequest::Fire { name: "r".into() },
-                Some(1_800_000_150),
-                1_800_000_090,
+                Some(a + 120),
+                a,
                 1,
             ),
             // The same slot again (a second tick, a replayed request): nothing.
             (
-                t0 + 151.0,
+                t0 + 126.0,
                 RuleRequest::Fire { name: "r".into() },
-                Some(1_800_000_150),
-                1_800_000_090,
+                Some(a + 120),
+                a,
                 0,
             ),
             // Ten minutes later: one firing, for the latest slot.
             (
                 t0 + 755.0,
                 RuleRequest::Fire { name: "r".into() },
-                Some(1_800_000_750),
-                1_800_000_090,
+                Some(a + 720),
+                a,
                 1,
             ),
             (
                 t0 + 756.0,
                 RuleRequest::Fire { name: "r".into() },
-                Some(1_800_000_750),
-                1_800_000_090,
+                Some(a + 720),
+                a,
                 0,
             ),
             // A second target keeps the schedule.
@@ -666,8 +668,8 @@ mod tests {
                     rule: "r".into(),
                     targets: vec![target("b")],
                 },
-                Some(1_800_000_750),
-                1_800_000_090,
+                Some(a + 720),
+                a,
                 1,
             ),
             // Disabled: never fires.
@@ -677,15 +679,15 @@ mod tests {
                     name: "r".into(),
                     enabled: false,
                 },
-                Some(1_800_000_750),
-                1_800_000_090,
+                Some(a + 720),
+                a,
                 1,
             ),
             (
                 t0 + 900.0,
                 RuleRequest::Fire { name: "r".into() },
-                Some(1_800_000_750),
-                1_800_000_090,
+                Some(a + 720),
+                a,
                 0,
             ),
             // Re-enabled: counting restarts, missed slots are not owed.
@@ -751,7 +753,7 @@ mod tests {
             assert_eq!(cmds.len(), ncmds, "row {i}: {cmds:?}");
         }
         let r = &m.rules["r"];
-        // Fired at 150, 750 (one target, failed), 1060, 1200 (two targets each, failed).
+        // Fired at 125, 725 (one target, failed), 1060, 1200 (two targets each, failed).
         assert_eq!((r.invocations, r.failed_invocations), (6, 6));
     }
 

@@ -11,7 +11,8 @@ clients.
    or more than 12 active ones; a revision whose health check always fails
    trips the deployment circuit breaker, which rolls back to the previous
    revision; `aws ecs wait services-stable` returns.
-2. A DAEMON service runs one task on each host and on a host that joins later;
+2. A DAEMON service runs one task on each host (a killed one is replaced on its
+   host) and on a host that joins later;
    draining a host moves its REPLICA tasks elsewhere within the deployment
    limits, leaves its standalone (RunTask) task running, stops its DAEMON task
    and places nothing there again.
@@ -393,6 +394,15 @@ def test_daemon_service_and_draining_a_host(private_fleet):
         per = wait_for(lambda: daemon_per_host(3), timeout=60, interval=0.3, what="one daemon task per host")
         assert set(per) == {0, 1, 2}, per
         assert describe_service(f.client, f.cluster, "agentd")["desiredCount"] == 3
+        # A killed daemon container is replaced on its own host.
+        victim = next(t for t in live(service_tasks(f, "agentd")) if f.host_of(t) is f.hosts[0])
+        cids = containerd_ids_for_task(f.hosts[0], victim["taskArn"])
+        assert len(cids) == 1, cids
+        f.hosts[0].containerd.ctr("task", "kill", "--signal", "SIGKILL", cids[0], namespace=f.hosts[0].namespace)
+        f.wait_task(victim["taskArn"], "STOPPED", timeout=60)
+        per = wait_for(lambda: daemon_per_host(3), timeout=60, interval=0.3, what="the daemon task replaced")
+        assert set(per) == {0, 1, 2}, per
+        assert victim["taskArn"] not in {t["taskArn"] for t in live(service_tasks(f, "agentd"))}
 
         # A host joining later gets its daemon task (and nothing else moves there).
         late = f.add_host()

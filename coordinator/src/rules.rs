@@ -10,6 +10,10 @@
 //! `last_slot` is never due again, so no restart, replay or racing tick can
 //! fire a slot twice.
 //!
+//! Targets are placed as RunTask places (`capacity::plan_run`: a target's
+//! `CapacityProviderStrategy`, else its `LaunchType`, else the cluster's
+//! default capacity provider strategy).
+//!
 //! Tasks a rule starts carry `startedBy = events-rule/NAME` (ECS's form) and
 //! the group from `EcsParameters.Group`, else `family:FAMILY`.
 
@@ -283,7 +287,9 @@ fn plan_fire(m: &Model, name: &str, ctx: &mut Ctx<'_>) -> Result<Planned, ApiErr
                 continue;
             }
         };
-        match crate::state::plan_run(base, run, ctx) {
+        // As RunTask: without a launch type or a strategy of its own, the
+        // cluster's default capacity provider strategy applies.
+        match crate::capacity::plan_run(base, run, ctx) {
             Ok((step, Outcome::Tasks { ids, failures })) => {
                 if ids.is_empty() {
                     failed += 1;
@@ -381,11 +387,13 @@ pub fn ecs_parameters(o: &Map<String, Value>) -> Result<RunTask, ApiError> {
         }
         Some(o) => return Err(validation(format!("Invalid LaunchType: {o}"))),
     };
-    if p.opt_array("CapacityProviderStrategy")?
-        .is_some_and(|a| !a.is_empty())
-    {
+    // Items use ECS's member names (capacityProvider, weight, base).
+    let capacity_strategy = crate::api::capacity::parse_strategy(&p, "CapacityProviderStrategy")
+        .map_err(|e| validation(e.message))?
+        .filter(|s| !s.is_empty());
+    if capacity_strategy.is_some() && launch_type.is_some() {
         return Err(validation(
-            "CapacityProviderStrategy is not supported by Berth's scheduled tasks.",
+            "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
         ));
     }
     if p.opt_bool("EnableExecuteCommand")? == Some(true) {
@@ -441,6 +449,7 @@ pub fn ecs_parameters(o: &Map<String, Value>) -> Result<RunTask, ApiError> {
         strategies,
         propagate_taskdef_tags,
         network_configuration,
+        capacity: crate::capacity::RunCapacity::given(capacity_strategy),
         ..RunTask::default()
     })
 }
@@ -884,7 +893,16 @@ mod tests {
                 false,
             ),
             (
-                json!({"TaskDefinitionArn": "web", "CapacityProviderStrategy": [{"capacityProvider": "x"}]}),
+                json!({"TaskDefinitionArn": "web", "CapacityProviderStrategy": [{"capacityProvider": "x", "weight": 1}]}),
+                true,
+            ),
+            (
+                json!({"TaskDefinitionArn": "web", "CapacityProviderStrategy": [{"capacityProvider": "x", "weight": 1}],
+                    "LaunchType": "EC2"}),
+                false,
+            ),
+            (
+                json!({"TaskDefinitionArn": "web", "CapacityProviderStrategy": [{"weight": 1}]}),
                 false,
             ),
             (

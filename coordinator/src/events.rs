@@ -1,7 +1,8 @@
 //! The EventBridge subset Berth serves (`AWSEvents.*`, SigV4 service
 //! `events`) for scheduled tasks: PutRule, DescribeRule, ListRules,
 //! EnableRule, DisableRule, DeleteRule, PutTargets, ListTargetsByRule,
-//! RemoveTargets. Shapes, limits and error types follow botocore's
+//! RemoveTargets, ListRuleNamesByTarget, and TagResource, UntagResource,
+//! ListTagsForResource on rules. Shapes, limits and error types follow botocore's
 //! `events/2015-10-07` model (PascalCase members). Only the default event bus
 //! exists; rules are schedule rules (`rate`/`cron`, see `schedule`) and
 //! targets are ECS clusters; event-pattern rules and other target kinds are
@@ -118,6 +119,10 @@ pub async fn dispatch(
         "PutTargets" => put_targets(call, &p).await,
         "ListTargetsByRule" => list_targets(call, &p),
         "RemoveTargets" => remove_targets(call, &p).await,
+        "ListRuleNamesByTarget" => list_rule_names_by_target(call, &p),
+        "TagResource" => tag(call, &p, false).await,
+        "UntagResource" => tag(call, &p, true).await,
+        "ListTagsForResource" => list_tags(call, &p),
         _ => Err(ApiError::new(
             ErrorKind::UnknownOperationException,
             format!("Operation {action} is not supported by this endpoint."),
@@ -480,6 +485,88 @@ async fn remove_targets(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiErr
     )
     .await?;
     Ok(json!({"FailedEntryCount": 0, "FailedEntries": []}))
+}
+
+fn list_rule_names_by_target(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
+    let arn = p
+        .opt_str("TargetArn")?
+        .ok_or_else(|| constraint("null", "targetArn", "Member must not be null"))?;
+    check_bus(p)?;
+    let max = limit(p)?;
+    let snap = call.state.snapshot();
+    let names: Vec<String> = snap
+        .rules
+        .values()
+        .filter(|r| r.targets.iter().any(|t| t.arn == arn))
+        .map(|r| r.name.clone())
+        .collect();
+    let (names, next) = page(names, p, max)?;
+    let mut out = json!({"RuleNames": names});
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+/// The rule an EventBridge resource ARN names
+/// (`arn:aws:events:REGION:ACCOUNT:rule/NAME`, default bus).
+fn rule_of_arn<'a>(p: &Params<'a>) -> Result<&'a str, ApiError> {
+    let arn = p
+        .opt_str("ResourceARN")?
+        .ok_or_else(|| constraint("null", "resourceARN", "Member must not be null"))?;
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", _, "events", _, _, resource] => match resource.strip_prefix("rule/") {
+            Some(name) if valid_name(name) => Ok(name),
+            _ => Err(ApiError::new(
+                ErrorKind::ResourceNotFoundException,
+                format!("Resource {arn} does not exist."),
+            )),
+        },
+        _ => Err(validation(format!(
+            "Parameter ResourceARN is not valid: {arn}"
+        ))),
+    }
+}
+
+async fn tag(call: &Call<'_>, p: &Params<'_>, untag: bool) -> Result<Value, ApiError> {
+    let name = rule_of_arn(p)?;
+    let (tags, keys) = if untag {
+        let keys = p
+            .opt_str_list("TagKeys")?
+            .ok_or_else(|| constraint("null", "tagKeys", "Member must not be null"))?;
+        (vec![], keys.iter().map(|k| k.to_string()).collect())
+    } else {
+        if p.raw("Tags").is_none() {
+            return Err(constraint("null", "tags", "Member must not be null"));
+        }
+        (rules::parse_tags(p.raw("Tags"))?, vec![])
+    };
+    submit(
+        call,
+        RuleRequest::Tag {
+            name: name.to_string(),
+            tags,
+            keys,
+        },
+    )
+    .await?;
+    Ok(json!({}))
+}
+
+fn list_tags(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
+    let name = rule_of_arn(p)?;
+    let snap = call.state.snapshot();
+    let r = snap
+        .rules
+        .get(name)
+        .ok_or_else(|| rules::rule_not_found(name))?;
+    let tags: Vec<Value> = r
+        .tags
+        .iter()
+        .map(|t| json!({"Key": t.key, "Value": t.value}))
+        .collect();
+    Ok(json!({ "Tags": tags }))
 }
 
 #[cfg(test)]

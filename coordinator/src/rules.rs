@@ -129,6 +129,13 @@ pub enum RuleRequest {
         name: String,
         enabled: bool,
     },
+    /// TagResource (`tags` merged over the rule's) or UntagResource (`keys`
+    /// removed) on a rule.
+    Tag {
+        name: String,
+        tags: Vec<Tag>,
+        keys: Vec<String>,
+    },
     /// The ticker found the rule due: fire it for the slot due now, if any.
     Fire {
         name: String,
@@ -253,6 +260,24 @@ pub fn plan(m: &Model, r: RuleRequest, ctx: &mut Ctx<'_>) -> Result<Planned, Api
                 // Slots missed while disabled are not owed.
                 r.anchor = now;
                 r.last_slot = None;
+            }
+            Ok((vec![Command::PutRule(r)], Outcome::Done))
+        }
+        RuleRequest::Tag { name, tags, keys } => {
+            let old = m.rules.get(&name).ok_or_else(|| rule_not_found(&name))?;
+            let mut r = (**old).clone();
+            r.tags.retain(|t| !keys.contains(&t.key));
+            for t in tags {
+                match r.tags.iter_mut().find(|e| e.key == t.key) {
+                    Some(e) => e.value = t.value,
+                    None => r.tags.push(t),
+                }
+            }
+            if r.tags.len() > 50 {
+                return Err(validation("A resource can have at most 50 tags."));
+            }
+            if r.tags == old.tags {
+                return Ok((vec![], Outcome::Done));
             }
             Ok((vec![Command::PutRule(r)], Outcome::Done))
         }

@@ -254,6 +254,48 @@ async fn events_api_shapes_and_errors() {
     let over = events(&t, "PutTargets", json!({"Rule": "r1", "Targets": many})).await;
     assert_eq!(error_of(&over).1, "LimitExceededException");
 
+    let by_target = events_ok(&t, "ListRuleNamesByTarget", json!({"TargetArn": cluster})).await;
+    assert_eq!(by_target["RuleNames"], json!(["r1"]));
+
+    // Tags on rules: PutRule's for a new rule, TagResource/UntagResource after.
+    let r2_arn = "arn:aws:events:us-east-1:000000000000:rule/r2";
+    events_ok(
+        &t,
+        "PutRule",
+        json!({"Name": "tagged", "ScheduleExpression": "rate(1 day)",
+               "Tags": [{"Key": "team", "Value": "ops"}]}),
+    )
+    .await;
+    let tagged = events_ok(
+        &t,
+        "ListTagsForResource",
+        json!({"ResourceARN": "arn:aws:events:us-east-1:000000000000:rule/tagged"}),
+    )
+    .await;
+    assert_eq!(tagged["Tags"], json!([{"Key": "team", "Value": "ops"}]));
+    events_ok(&t, "DeleteRule", json!({"Name": "tagged"})).await;
+    events_ok(
+        &t,
+        "TagResource",
+        json!({"ResourceARN": r2_arn, "Tags": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]}),
+    )
+    .await;
+    events_ok(
+        &t,
+        "UntagResource",
+        json!({"ResourceARN": r2_arn, "TagKeys": ["a"]}),
+    )
+    .await;
+    let tags = events_ok(&t, "ListTagsForResource", json!({"ResourceARN": r2_arn})).await;
+    assert_eq!(tags["Tags"], json!([{"Key": "b", "Value": "2"}]));
+    let ghost = events(
+        &t,
+        "ListTagsForResource",
+        json!({"ResourceARN": "arn:aws:events:us-east-1:000000000000:rule/ghost"}),
+    )
+    .await;
+    assert_eq!(error_of(&ghost).1, "ResourceNotFoundException");
+
     // DeleteRule refuses while targets exist; RemoveTargets, then it goes.
     let del = events(&t, "DeleteRule", json!({"Name": "r1"})).await;
     assert_eq!(

@@ -764,7 +764,14 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
                         value: value.clone(),
                     });
                 }
-                let custom = list.iter().filter(|a| !a.name.starts_with("ecs.")).count();
+                // Agent-managed attributes (`ecs.*`, `com.amazonaws.ecs.*`,
+                // e.g. the docker-remote-api capabilities) are not custom.
+                let custom = list
+                    .iter()
+                    .filter(|a| {
+                        !a.name.starts_with("ecs.") && !a.name.starts_with("com.amazonaws.ecs.")
+                    })
+                    .count();
                 if custom > 10 {
                     return Err(ApiError::new(
                         ErrorKind::AttributeLimitExceededException,

@@ -473,6 +473,24 @@ async fn run_task_splits_by_base_and_weight_onto_each_providers_group() {
         instance_group.insert(a.arn.clone(), g.to_string());
     }
     let loose = Agent::join(&t, "c", None).await;
+    // An instance carrying many agent-managed attributes (as the real agent
+    // registers its docker-remote-api capabilities) still takes the group
+    // attribute: only custom attributes count towards ECS's limit of 10.
+    let many: Vec<(String, String)> = (17..=44)
+        .map(|m| {
+            (
+                format!("com.amazonaws.ecs.capability.docker-remote-api.1.{m}"),
+                String::new(),
+            )
+        })
+        .collect();
+    let many_refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (_, _, busy_arn) = t.register_instance_with("c", 10, 10, &[], &many_refs).await;
+    t.ok(
+        "PutAttributes",
+        json!({"cluster": "c", "attributes": [{"name": "berth.capacity-group", "value": "rack-tiny", "targetId": busy_arn}]}),
+    )
+    .await;
     provider(&t, "cp-a", "rack-a").await;
     provider(&t, "cp-b", "rack-b").await;
     provider(&t, "cp-empty", "rack-nobody").await;

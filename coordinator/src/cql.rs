@@ -377,9 +377,16 @@ struct Parser {
     depth: usize,
 }
 
+/// Tokens longer than this are shortened in error messages.
+const SHOWN: usize = 60;
+
 /// How a token (or the end) reads in an error message.
 fn describe(t: Option<&Tok>) -> String {
     match t {
+        Some(t) if t.raw.chars().count() > SHOWN => {
+            let head: String = t.raw.chars().take(SHOWN).collect();
+            format!("'{head}...'")
+        }
         Some(t) => format!("'{}'", t.raw),
         None => "the end of the expression".into(),
     }

@@ -487,6 +487,13 @@ fn limits() {
         "{err}"
     );
     assert_eq!(err.position(), Some(MAX_DEPTH + 1));
+    // A long token is shortened in the message.
+    let long = format!("attribute:a == b {}", "c".repeat(500));
+    let err = parse(&long).unwrap_err().to_string();
+    assert!(
+        err.ends_with(&format!("found '{}...'", "c".repeat(60))),
+        "{err}"
+    );
     let nots = format!("{}attribute:a exists", "not ".repeat(200));
     assert!(parse(&nots).is_err());
     let fine = format!("{}attribute:a exists{}", "(".repeat(50), ")".repeat(50));

@@ -286,6 +286,72 @@ pub fn split(strategy: &[StrategyItem], existing: &[u32], n: u32) -> Vec<u32> {
     out
 }
 
+/// Scale-in of a service with a strategy: which `n` of its PRIMARY tasks
+/// (`keep`) to stop so the rest keeps the strategy's split. The target for
+/// the tasks that stay is `split` of their number; tasks of no provider (or
+/// of one no longer in the strategy) go first, then tasks of the providers
+/// furthest above their target, one at a time; within a provider
+/// `service::pick_to_stop` chooses (unhealthy, fullest zone, oldest).
+pub fn pick_scale_in(
+    strategy: &[StrategyItem],
+    keep: &[&crate::service::TaskFacts],
+    population: &[&crate::service::TaskFacts],
+    n: usize,
+) -> Vec<String> {
+    let n = n.min(keep.len());
+    let staying = (keep.len() - n) as u32;
+    let zeros = vec![0u32; strategy.len()];
+    let target = split(strategy, &zeros, staying);
+    let index_of = |t: &crate::service::TaskFacts| {
+        t.capacity_provider
+            .as_ref()
+            .and_then(|p| strategy.iter().position(|i| &i.capacity_provider == p))
+    };
+    let mut left: Vec<&crate::service::TaskFacts> = keep.to_vec();
+    let mut out: Vec<String> = Vec::new();
+    while out.len() < n && !left.is_empty() {
+        let mut have = vec![0i64; strategy.len()];
+        for t in &left {
+            if let Some(i) = index_of(t) {
+                have[i] += 1;
+            }
+        }
+        let stray: Vec<&crate::service::TaskFacts> = left
+            .iter()
+            .copied()
+            .filter(|t| index_of(t).is_none())
+            .collect();
+        let from: Vec<&crate::service::TaskFacts> = if !stray.is_empty() {
+            stray
+        } else {
+            // The provider furthest above its target (ties: the later item,
+            // the one the split fills last).
+            let mut best = 0usize;
+            let mut best_surplus = i64::MIN;
+            for i in 0..strategy.len() {
+                let surplus = have[i] - i64::from(target[i]);
+                if surplus >= best_surplus && have[i] > 0 {
+                    best = i;
+                    best_surplus = surplus;
+                }
+            }
+            left.iter()
+                .copied()
+                .filter(|t| index_of(t) == Some(best))
+                .collect()
+        };
+        let Some(id) = crate::service::pick_to_stop(&from, population, 1)
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
+        left.retain(|t| t.id != id);
+        out.push(id);
+    }
+    out
+}
+
 /// The implicit `memberOf` constraint of a provider's tasks. The group is a
 /// valid attribute value (no quote characters), so quoting it always yields
 /// one value token.
@@ -872,6 +938,102 @@ mod tests {
             }
             assert_eq!(have, at_once, "n {n}");
             assert_eq!(at_once.iter().sum::<u32>(), n);
+        }
+    }
+
+    fn fact(id: &str, provider: Option<&str>, healthy: bool) -> crate::service::TaskFacts {
+        crate::service::TaskFacts {
+            id: id.into(),
+            deployment: Some("ecs-svc/1".into()),
+            instance_id: "i".into(),
+            availability_zone: Some("az".into()),
+            created_at: 0.0,
+            active: true,
+            wanted: true,
+            healthy,
+            unhealthy: false,
+            on_draining: false,
+            failed: false,
+            accounted: false,
+            capacity_provider: provider.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn scale_in_keeps_the_split_table() {
+        // (strategy, tasks as (id, provider), n, expected stopped in order)
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(
+            Vec<StrategyItem>,
+            Vec<(&str, Option<&str>)>,
+            usize,
+            Vec<&str>,
+        )> = vec![
+            // 1:1 with 4 on a and 2 on b, scale 6 -> 4: both from a.
+            (
+                vec![item("a", 0, 1), item("b", 0, 1)],
+                vec![
+                    ("a1", Some("a")),
+                    ("a2", Some("a")),
+                    ("a3", Some("a")),
+                    ("a4", Some("a")),
+                    ("b1", Some("b")),
+                    ("b2", Some("b")),
+                ],
+                2,
+                vec!["a1", "a2"],
+            ),
+            // Balanced 3/3 -> 4: one from each (the later item first on a tie).
+            (
+                vec![item("a", 0, 1), item("b", 0, 1)],
+                vec![
+                    ("a1", Some("a")),
+                    ("a2", Some("a")),
+                    ("a3", Some("a")),
+                    ("b1", Some("b")),
+                    ("b2", Some("b")),
+                    ("b3", Some("b")),
+                ],
+                2,
+                vec!["b1", "a1"],
+            ),
+            // Tasks of no provider / a provider left out go first (oldest,
+            // then by id, as pick_to_stop orders).
+            (
+                vec![item("b", 0, 1)],
+                vec![("x1", None), ("a1", Some("a")), ("b1", Some("b"))],
+                2,
+                vec!["a1", "x1"],
+            ),
+            // The base is kept: base 1 on a, weight on b; 1 a + 3 b -> 2 keeps a.
+            (
+                vec![item("a", 1, 0), item("b", 0, 1)],
+                vec![
+                    ("a1", Some("a")),
+                    ("b1", Some("b")),
+                    ("b2", Some("b")),
+                    ("b3", Some("b")),
+                ],
+                2,
+                vec!["b1", "b2"],
+            ),
+            // Asking for more than there is stops everything once.
+            (
+                vec![item("a", 0, 1)],
+                vec![("a1", Some("a"))],
+                5,
+                vec!["a1"],
+            ),
+        ];
+        for (strategy, tasks, n, want) in table {
+            let facts: Vec<crate::service::TaskFacts> =
+                tasks.iter().map(|(id, p)| fact(id, *p, true)).collect();
+            let refs: Vec<&crate::service::TaskFacts> = facts.iter().collect();
+            assert_eq!(
+                pick_scale_in(&strategy, &refs, &refs, n),
+                want,
+                "{tasks:?} n {n}"
+            );
         }
     }
 

@@ -116,6 +116,8 @@ pub struct TaskFacts {
     pub failed: bool,
     /// STOPPED and already counted by an earlier step.
     pub accounted: bool,
+    /// The capacity provider it was placed through, if any.
+    pub capacity_provider: Option<String>,
 }
 
 /// What one step decided.
@@ -405,7 +407,17 @@ pub fn service_step(
                 .copied()
                 .filter(|t| t.wanted && !t.unhealthy)
                 .collect();
-            for id in pick_to_stop(&keep, &population, excess) {
+            let picked = if s.capacity_provider_strategy.is_empty() {
+                pick_to_stop(&keep, &population, excess)
+            } else {
+                crate::capacity::pick_scale_in(
+                    &s.capacity_provider_strategy,
+                    &keep,
+                    &population,
+                    excess,
+                )
+            };
+            for id in picked {
                 if keep.iter().any(|t| t.id == id && t.healthy) {
                     healthy = healthy.saturating_sub(1);
                 }
@@ -607,6 +619,7 @@ pub fn facts(
             .is_none_or(|i| i.status != "ACTIVE")
             || !connected(&t.instance_id),
         accounted: t.service_accounted,
+        capacity_provider: t.capacity_provider_name.clone(),
         failed: stopped
             && never_healthy
             && (!by_scheduler || t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED)),
@@ -1395,6 +1408,7 @@ mod tests {
                 on_draining: k == 'd',
                 failed: k == 's',
                 accounted: false,
+                capacity_provider: None,
             })
             .collect()
     }
@@ -1611,6 +1625,7 @@ mod tests {
                                 on_draining: false,
                                 failed: false,
                                 accounted: false,
+                                capacity_provider: None,
                             });
                         }
                         if s.deployments.len() == 1 && s.deployments[0].rollout_state == "COMPLETED"

@@ -717,6 +717,28 @@ async fn services_keep_their_strategy_split_as_they_scale_and_switch() {
         counts(&[("cp-a", 3), ("cp-b", 3)])
     );
 
+    // Scale in: the tasks that stay keep the split (1:1 of 2), then out again.
+    t.ok(
+        "UpdateService",
+        json!({"cluster": "s", "service": "web", "desiredCount": 2}),
+    )
+    .await;
+    let tasks = play(&t, &mut agents, 2).await;
+    assert_eq!(
+        by_provider(&tasks, &instance_group, &groups),
+        counts(&[("cp-a", 1), ("cp-b", 1)])
+    );
+    t.ok(
+        "UpdateService",
+        json!({"cluster": "s", "service": "web", "desiredCount": 6}),
+    )
+    .await;
+    let tasks = play(&t, &mut agents, 6).await;
+    assert_eq!(
+        by_provider(&tasks, &instance_group, &groups),
+        counts(&[("cp-a", 3), ("cp-b", 3)])
+    );
+
     // In use: neither removable from the cluster nor deletable.
     let (k, _) = err(
         &t,

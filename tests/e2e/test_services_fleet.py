@@ -16,6 +16,9 @@ clients.
    draining a host moves its REPLICA tasks elsewhere within the deployment
    limits, leaves its standalone (RunTask) task running, stops its DAEMON task
    and places nothing there again.
+3. A host whose agent dies (kill -9): once it counts as disconnected, its
+   REPLICA tasks are replaced on the other hosts; its containers keep running
+   until the agent returns and stops them.
 
 The coordinator runs with `--service-settle-secs 1` (ECS's 40 s settle period
 would make the suite wait minutes for nothing)."""
@@ -480,3 +483,57 @@ def test_daemon_service_and_draining_a_host(private_fleet):
         f.stop_and_wait([solo[0]["taskArn"]])
     finally:
         delete_services(f, "web", "agentd")
+
+
+@pytest.mark.fleet(coordinator_args=SETTLE_ARGS, agent_timeout_secs=25)
+def test_service_replaces_the_tasks_of_a_lost_host(private_fleet):
+    """An agent killed with -9 stops polling: once the coordinator counts it
+    disconnected, the service replaces its tasks on the other hosts (within the
+    deployment limits) while the host's containers keep running; when the agent
+    comes back, it stops the containers the coordinator no longer wants."""
+    f = private_fleet
+    td = f.register_taskdef([f.container(command=SLEEPER)], family="fleet-lost")
+    f.client.create_service(cluster=f.cluster, serviceName="web", taskDefinition=td, desiredCount=6,
+                            deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 200})
+    try:
+        wait_stable_cli(f, "web")
+        lost = f.hosts[2]
+        before = live(service_tasks(f, "web"))
+        on_lost = {t["taskArn"] for t in before if f.host_of(t) is lost}
+        assert len(on_lost) == 2, [(t["taskArn"], f.host_of(t).index) for t in before]
+        lost_cids = set(lost.ctr_tasks())
+        assert len(lost_cids) == 2, lost_cids
+
+        watch = ServiceWatch(f, "web", set(), min_healthy=3, max_total=12).begin()
+        try:
+            lost.kill9_agent()
+            lost.wait_agent_connected(False, timeout=60)
+
+            def replaced():
+                wanted = [t for t in live(service_tasks(f, "web")) if t["desiredStatus"] == "RUNNING"]
+                return (len(wanted) == 6 and all(t["lastStatus"] == "RUNNING" for t in wanted)
+                        and not any(f.host_of(t) is lost for t in wanted) and wanted)
+            wanted = wait_for(replaced, timeout=60, interval=0.5, what="the lost host's tasks to be replaced")
+            # Spread by zone puts one replacement in each zone still reachable.
+            fresh = [t for t in wanted if t["taskArn"] not in {u["taskArn"] for u in before}]
+            assert sorted(f.host_of(t).index for t in fresh) == [0, 1], fresh
+            # While its agent is away, the host's containers keep running.
+            assert set(lost.ctr_tasks()) == lost_cids
+            for arn in on_lost:
+                assert f.describe_one(arn)["desiredStatus"] == "STOPPED"
+
+            lost.restart_agent()
+            lost.wait_agent_connected(True, timeout=60)
+            wait_for(lambda: not lost.ctr_tasks(), timeout=60, what="the returning agent to stop the old containers")
+            for arn in on_lost:
+                t, _ = f.wait_task(arn, "STOPPED", timeout=30)
+                assert t["stopCode"] == "ServiceSchedulerInitiated", t
+            wait_stable_cli(f, "web")
+        finally:
+            watch.finish()
+        watch.check(min_samples=10)
+        svc = describe_service(f.client, f.cluster, "web")
+        assert svc["runningCount"] == 6 and svc["pendingCount"] == 0, svc
+        assert len(live(service_tasks(f, "web"))) == 6
+    finally:
+        delete_services(f, "web")

@@ -84,6 +84,10 @@ def test_rule_fires_on_time_and_once_per_slot_across_kill9(private_cluster):
     listed = coord.aws("events", "list-targets-by-rule", "--rule", RULE)["Targets"]
     assert [t["Id"] for t in listed] == ["job"]
     assert listed[0]["EcsParameters"]["TaskDefinitionArn"] == td
+    # boto3 speaks to the same endpoint.
+    events = coord.client("events")
+    assert events.describe_rule(Name=RULE)["Arn"] == put["RuleArn"]
+    assert events.list_rule_names_by_target(TargetArn=cluster_arn)["RuleNames"] == [RULE]
 
     # The schedule counts from put-rule, in whole seconds of the coordinator's clock.
     earliest_slot1 = math.floor(before) + 60

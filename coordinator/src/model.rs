@@ -279,6 +279,10 @@ pub struct Deployment {
     pub rollout_state_reason: String,
     /// The service's `networkConfiguration` when the deployment began.
     pub network_configuration: Option<Value>,
+    /// The service's `capacityProviderStrategy` when the deployment began
+    /// (empty: placed by launch type).
+    #[serde(default)]
+    pub capacity_provider_strategy: Vec<crate::capacity::StrategyItem>,
 }
 
 /// ECS `ServiceEvent`.

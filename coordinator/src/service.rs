@@ -183,6 +183,7 @@ pub fn new_deployment(
         updated_at: now,
         rollout_state: "IN_PROGRESS".into(),
         network_configuration,
+        capacity_provider_strategy: vec![],
     }
 }
 
@@ -313,6 +314,7 @@ pub fn service_step(
                     nd.rollout_state_reason = format!(
                         "ECS deployment circuit breaker: rolling back to deploymentId {back_to}."
                     );
+                    nd.capacity_provider_strategy = s.capacity_provider_strategy.clone();
                     s.deployments.insert(0, nd);
                     s.task_definition = td;
                     s.launch_failures = 0;
@@ -1136,6 +1138,9 @@ pub fn plan_create(
         capacity_provider_strategy,
     };
     placement(&svc)?;
+    for d in svc.deployments.iter_mut() {
+        d.capacity_provider_strategy = svc.capacity_provider_strategy.clone();
+    }
     if svc.desired_count == 0 && !daemon {
         // Nothing to run: the first deployment is complete at once.
         if let Some(d) = svc.deployments.first_mut() {
@@ -1232,6 +1237,9 @@ pub fn plan_update(
                 ctx.now,
             ),
         );
+        if let Some(d) = s.deployments.first_mut() {
+            d.capacity_provider_strategy = s.capacity_provider_strategy.clone();
+        }
         s.task_definition = td_arn;
         s.launch_failures = 0;
         s.next_launch_at = 0.0;

@@ -769,6 +769,11 @@ async fn services_keep_their_strategy_split_as_they_scale_and_switch() {
         u["service"]["deployments"][0]["capacityProviderStrategy"],
         json!([{"capacityProvider": "cp-b", "weight": 1, "base": 0}])
     );
+    // The deployment being replaced still shows the strategy it placed with.
+    assert_eq!(
+        u["service"]["deployments"][1]["capacityProviderStrategy"],
+        json!([{"capacityProvider": "cp-a", "weight": 1, "base": 0}, {"capacityProvider": "cp-b", "weight": 1, "base": 0}])
+    );
     let mut moved = false;
     for _ in 0..40 {
         let tasks = play(&t, &mut agents, 6).await;

@@ -333,7 +333,21 @@ fn deployment(s: &Service, d: &Deployment, tasks: &[std::sync::Arc<Task>]) -> Va
     if let Some(nc) = &d.network_configuration {
         o["networkConfiguration"] = nc.clone();
     }
-    with_strategy(&mut o, s);
+    // A deployment shows the strategy it was placed with, else its launch
+    // type (EXTERNAL for one from before the service took a strategy).
+    if let Some(m) = o.as_object_mut() {
+        if d.capacity_provider_strategy.is_empty() {
+            if s.launch_type.is_empty() {
+                m.insert("launchType".into(), json!("EXTERNAL"));
+            }
+        } else {
+            m.remove("launchType");
+            m.insert(
+                "capacityProviderStrategy".into(),
+                super::capacity::strategy_json(&d.capacity_provider_strategy),
+            );
+        }
+    }
     o
 }
 

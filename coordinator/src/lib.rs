@@ -2,17 +2,19 @@
 //! store recovery, state owner, HTTP server) and shutdown, so the binary is a
 //! thin shell and tests can run a coordinator in-process on `127.0.0.1:0`.
 //!
-//! Code map: `http` (protocol, auth, dispatch) → `api`/`ssm`/`agent_channel`
-//! (handlers) → `state` (single owner: plan → store → apply → snapshot) →
+//! Code map: `http` (protocol, auth, dispatch) → `api`/`ssm`/`events`/
+//! `agent_channel` (handlers) → `state` (single owner: plan → store → apply → snapshot) →
 //! `model` (entities, commands, apply) and `store` (SQLite log + snapshots);
 //! `scheduler` is pure placement (including bridge dynamic host ports),
 //! `network` pure awsvpc address allocation and validation, `cql` the pure
-//! cluster query language, and `taskdef` pure task-definition logic.
+//! cluster query language, `taskdef` pure task-definition logic, and
+//! `schedule` pure rate/cron slot arithmetic (`rules` plans scheduled rules
+//! and their firing; a ticker here submits the due ones).
 //!
 //! **Architecture Invariant:** only the state owner thread (`state`) writes
 //! the model or the store; everything else reads immutable snapshots.
-//! **Architecture Invariant:** `scheduler`, `network`, `cql`, `taskdef` and
-//! `model::Model::apply` do no I/O and read no clock.
+//! **Architecture Invariant:** `scheduler`, `network`, `cql`, `taskdef`,
+//! `schedule` and `model::Model::apply` do no I/O and read no clock.
 
 pub mod agent_channel;
 pub mod api;

@@ -384,7 +384,14 @@ async fn capacity_provider_lifecycle_and_ecs_errors() {
         put["cluster"]["capacityProviders"],
         json!(["rack-a", "rack-b"])
     );
-    let dc = t.ok("DescribeClusters", json!({"clusters": ["c"]})).await;
+    let dc = t
+        .ok(
+            "DescribeClusters",
+            json!({"clusters": ["c"], "include": ["ATTACHMENTS"]}),
+        )
+        .await;
+    assert_eq!(dc["clusters"][0]["attachments"], json!([]));
+    assert_eq!(dc["clusters"][0]["attachmentsStatus"], "UPDATE_COMPLETE");
     assert_eq!(
         dc["clusters"][0]["defaultCapacityProviderStrategy"],
         json!([{"capacityProvider": "rack-a", "weight": 1, "base": 1}, {"capacityProvider": "rack-b", "weight": 4, "base": 0}])

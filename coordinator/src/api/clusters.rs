@@ -116,12 +116,34 @@ pub fn describe(call: &Call<'_>, p: &Params<'_>) -> Result<Value, ApiError> {
         ],
         "STATISTICS",
     )?;
+    let with_attachments = includes(
+        p,
+        &[
+            "ATTACHMENTS",
+            "CONFIGURATIONS",
+            "SETTINGS",
+            "STATISTICS",
+            "TAGS",
+        ],
+        "ATTACHMENTS",
+    )?;
     let snap = call.state.snapshot();
     let mut clusters = vec![];
     let mut failures = vec![];
     for n in names {
         match find_cluster(&snap, Some(n)) {
-            Some(c) => clusters.push(render::cluster(&snap, c, with_tags, with_stats)),
+            Some(c) => {
+                let mut out = render::cluster(&snap, c, with_tags, with_stats);
+                if with_attachments {
+                    // ECS attaches Auto Scaling policies for managed scaling;
+                    // Berth creates none, so a cluster has no attachments.
+                    out["attachments"] = json!([]);
+                    if !c.capacity_providers.is_empty() {
+                        out["attachmentsStatus"] = json!("UPDATE_COMPLETE");
+                    }
+                }
+                clusters.push(out)
+            }
             None => {
                 let arn = if n.starts_with("arn:") {
                     n.to_string()

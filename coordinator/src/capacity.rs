@@ -923,6 +923,69 @@ mod tests {
         }
     }
 
+    /// Over many generated strategies: every task is placed, the base is
+    /// served first, weight-0 items get nothing beyond their base, and each
+    /// weighted item gets at least its proportional share of the rest
+    /// rounded down (the split is D'Hondt's divisor method on the weights).
+    #[test]
+    fn split_invariants_over_generated_strategies() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % m
+        };
+        for case in 0..3000 {
+            let len = 1 + next(6) as usize;
+            let based = next(len as u64 + 1) as usize; // == len: no base
+            let strategy: Vec<StrategyItem> = (0..len)
+                .map(|i| {
+                    item(
+                        &format!("p{i}"),
+                        if i == based { next(8) as u32 } else { 0 },
+                        if next(4) == 0 { 0 } else { 1 + next(20) as u32 },
+                    )
+                })
+                .collect();
+            if check_strategy(&strategy).is_err() {
+                continue;
+            }
+            let n = next(60) as u32;
+            let got = split(&strategy, &vec![0; len], n);
+            assert_eq!(
+                got.iter().sum::<u32>(),
+                n,
+                "case {case}: {strategy:?} n {n}"
+            );
+            let base_total: u32 = strategy.iter().map(|i| i.base).sum();
+            for (i, it) in strategy.iter().enumerate() {
+                assert!(
+                    got[i] >= it.base.min(n),
+                    "case {case}: base of {i}: {got:?}"
+                );
+            }
+            if n <= base_total {
+                continue;
+            }
+            let rest = u64::from(n - base_total);
+            let lone = strategy.len() == 1;
+            let w = |it: &StrategyItem| u64::from(if lone { it.weight.max(1) } else { it.weight });
+            let total_w: u64 = strategy.iter().map(w).sum();
+            for (i, it) in strategy.iter().enumerate() {
+                let beyond = u64::from(got[i] - it.base);
+                if w(it) == 0 {
+                    assert_eq!(beyond, 0, "case {case}: weight 0 item {i}: {got:?}");
+                } else {
+                    assert!(
+                        beyond >= rest * w(it) / total_w,
+                        "case {case}: {strategy:?} n {n} got {got:?}: item {i} below its share"
+                    );
+                }
+            }
+        }
+    }
+
     /// Growing one task at a time ends where placing everything at once does.
     #[test]
     fn split_stepwise_equals_at_once() {

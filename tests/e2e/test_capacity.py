@@ -126,3 +126,70 @@ def test_capacity_providers_place_real_tasks(cluster):
     left = coord.aws("ecs", "describe-capacity-providers")["capacityProviders"]
     assert not {p["name"] for p in left} & {rack, empty}
     wait_for(lambda: not c.ctr_tasks(), timeout=30, what="containerd tasks gone")
+
+
+def test_split_across_providers_on_three_real_hosts(private_fleet):
+    """Three simulated hosts (own netns, containerd, agent): hosts 0 and 1 in
+    one provider's group, host 2 in another's. RunTask's base/weight split and
+    a service's split (scaled out and in) land real containers on the right
+    hosts."""
+    f = private_fleet
+    coord = f.coordinator
+    suffix = uuid.uuid4().hex[:6]
+    pa, pb = f"fa-{suffix}", f"fb-{suffix}"
+    ga, gb = f"ga-{suffix}", f"gb-{suffix}"
+    group_of_host = {0: ga, 1: ga, 2: gb}
+    for i, g in group_of_host.items():
+        coord.aws("ecs", "put-attributes", "--cluster", f.cluster, "--attributes",
+                  f"name=berth.capacity-group,value={g},targetId={f.hosts[i].instance_arn}")
+    coord.aws("ecs", "create-capacity-provider", "--name", pa,
+              "--auto-scaling-group-provider", f"autoScalingGroupArn={ASG}{ga}")
+    coord.aws("ecs", "create-capacity-provider", "--name", pb,
+              "--auto-scaling-group-provider", f"autoScalingGroupArn={gb}")
+    coord.aws("ecs", "put-cluster-capacity-providers", "--cluster", f.cluster,
+              "--capacity-providers", pa, pb, "--default-capacity-provider-strategy", "[]")
+    provider_group = {pa: ga, pb: gb}
+
+    def check(tasks: list[dict]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in tasks:
+            p = t["capacityProviderName"]
+            host = f.hosts.index(f.host_of(t))
+            assert group_of_host[host] == provider_group[p], (p, host, t["taskArn"])
+            counts[p] = counts.get(p, 0) + 1
+        return counts
+
+    td = f.register_taskdef([f.container(command=SLEEPER)])
+    # Base 1 on A, then 1:2: six tasks are 3 on A (hosts 0-1) and 3 on B (host 2).
+    tasks, failures = f.run_and_wait(td, count=6, capacityProviderStrategy=[
+        {"capacityProvider": pa, "base": 1, "weight": 1},
+        {"capacityProvider": pb, "weight": 2},
+    ])
+    assert failures == [], failures
+    assert check(tasks) == {pa: 3, pb: 3}
+    f.stop_and_wait([t["taskArn"] for t in tasks])
+
+    # A service 1:1 through the CLI, scaled 4 -> 2.
+    coord.aws("ecs", "create-service", "--cluster", f.cluster, "--service-name", "split",
+              "--task-definition", td, "--desired-count", "4",
+              "--capacity-provider-strategy", f"capacityProvider={pa},weight=1",
+              f"capacityProvider={pb},weight=1")
+
+    def running() -> list[dict]:
+        arns = f.client.list_tasks(cluster=f.cluster, serviceName="split")["taskArns"]
+        return [t for t in f.describe(arns) if t["lastStatus"] == "RUNNING"] if arns else []
+
+    for desired in (4, 2):
+        if desired != 4:
+            coord.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "split",
+                      "--desired-count", str(desired))
+        r = coord.aws_raw("ecs", "wait", "services-stable", "--cluster", f.cluster, "--services", "split",
+                          timeout=300)
+        assert r.returncode == 0, r.stderr
+        tasks = wait_for(lambda: len(ts := running()) == desired and ts, timeout=60,
+                         what=f"{desired} service tasks RUNNING")
+        assert check(tasks) == {pa: desired // 2, pb: desired // 2}
+    coord.aws("ecs", "delete-service", "--cluster", f.cluster, "--service", "split", "--force")
+    r = coord.aws_raw("ecs", "wait", "services-inactive", "--cluster", f.cluster, "--services", "split",
+                      timeout=300)
+    assert r.returncode == 0, r.stderr

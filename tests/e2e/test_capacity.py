@@ -8,9 +8,13 @@ cluster's default strategy, and a service with a strategy place real
 containers on the grouped instance and record `capacityProviderName`; the
 empty provider places nothing (ATTRIBUTE); launch type plus strategy is
 refused with ECS's words; a provider is refused deletion while a cluster
-uses it and goes INACTIVE after. The split across several providers is
-checked with simulated instances in coordinator/tests/capacity.rs (this
-harness has one real agent per cluster)."""
+uses it and goes INACTIVE after.
+
+On three simulated hosts (multihost.Fleet: own netns, containerd and agent
+each), two providers' groups split RunTask's base/weight and a service's
+tasks (scaled 4 -> 2) onto the right hosts. More split cases (existing
+tasks, switching strategies, restart) are in coordinator/tests/capacity.rs
+with simulated instances."""
 
 from __future__ import annotations
 

@@ -585,6 +585,28 @@ pub fn is_healthy(t: &Task, settle: f64, now: f64) -> bool {
     }
 }
 
+/// Whether a task that stopped had never become healthy (and so counts as
+/// failed for the circuit breaker and throttling, unless the scheduler or a
+/// user stopped it): with a health check, it was not HEALTHY; without one, it
+/// never started or ran for less than the `settle` period that makes it
+/// healthy, so a container that crashes right after starting counts too.
+pub fn stopped_before_healthy(
+    checked: bool,
+    health: HealthStatus,
+    started_at: Option<f64>,
+    stopped_at: Option<f64>,
+    settle: f64,
+) -> bool {
+    if checked {
+        return health != HealthStatus::Healthy;
+    }
+    match (started_at, stopped_at) {
+        (None, _) => true,
+        (Some(start), Some(stop)) => stop - start < settle,
+        (Some(_), None) => false,
+    }
+}
+
 /// The step's view of a task. A task on an instance that is not ACTIVE
 /// (DRAINING) or whose agent is disconnected (no poll within the agent
 /// timeout) is to be replaced elsewhere, within the deployment limits.
@@ -600,11 +622,13 @@ pub fn facts(
         t.stop_code,
         Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
     );
-    let never_healthy = if has_health_check(t) {
-        task_health(t) != HealthStatus::Healthy
-    } else {
-        t.started_at.is_none()
-    };
+    let never_healthy = stopped_before_healthy(
+        has_health_check(t),
+        task_health(t),
+        t.started_at,
+        t.execution_stopped_at.or(t.stopped_at),
+        settle,
+    );
     TaskFacts {
         id: t.id.clone(),
         deployment: t.started_by.clone(),
@@ -1696,6 +1720,34 @@ mod tests {
             ("draining", draining, false),
         ] {
             assert_eq!(is_settled(&s, 100.0), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn stopped_before_healthy_table() {
+        use HealthStatus::{Healthy, Unhealthy, Unknown};
+        // (checked, health, started_at, stopped_at, settle 10 s) -> failed
+        let table = [
+            (false, Unknown, None, Some(5.0), true),
+            (false, Unknown, None, None, true),
+            // Crashed 0.2 s after starting (found end to end: an image that
+            // exits at once relaunched forever, never tripping the breaker).
+            (false, Unknown, Some(1.0), Some(1.2), true),
+            (false, Unknown, Some(1.0), Some(10.9), true),
+            (false, Unknown, Some(1.0), Some(11.0), false),
+            (false, Unknown, Some(1.0), Some(500.0), false),
+            (false, Unknown, Some(1.0), None, false),
+            (true, Unknown, Some(1.0), Some(500.0), true),
+            (true, Unhealthy, Some(1.0), Some(500.0), true),
+            (true, Healthy, Some(1.0), Some(1.5), false),
+            (true, Healthy, None, None, false),
+        ];
+        for (checked, health, started, stopped, want) in table {
+            assert_eq!(
+                stopped_before_healthy(checked, health, started, stopped, 10.0),
+                want,
+                "{checked} {health:?} {started:?} {stopped:?}"
+            );
         }
     }
 

@@ -813,6 +813,8 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         .collect();
     let mut working: Option<Model> = None;
     let (mut tasks, mut ids, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen: std::collections::BTreeSet<(Option<String>, String, Option<String>)> =
+        std::collections::BTreeSet::new();
     for (k, (item, n)) in live.iter().enumerate() {
         let provider = find_active(m, &item.capacity_provider).ok_or_else(not_found)?;
         let mut sub = r.clone();
@@ -831,7 +833,12 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         } = outcome
         {
             ids.extend(i);
-            failures.extend(f);
+            // An instance outside several shares' groups is reported once.
+            for x in f {
+                if seen.insert((x.arn.clone(), x.reason.clone(), x.detail.clone())) {
+                    failures.push(x);
+                }
+            }
         }
         let more = k + 1 < live.len();
         for c in cmds {

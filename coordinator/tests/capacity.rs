@@ -598,6 +598,29 @@ async fn run_task_splits_by_base_and_weight_onto_each_providers_group() {
         !reasons.is_empty() && reasons.iter().all(|r| *r == "ATTRIBUTE"),
         "{reasons:?}"
     );
+    // Two shares that both fit nowhere: each instance is reported once.
+    let r = t
+        .ok(
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "web", "count": 2,
+                   "placementConstraints": [{"type": "memberOf", "expression": "attribute:nothing exists"}],
+                   "capacityProviderStrategy": [{"capacityProvider": "cp-a", "weight": 1}, {"capacityProvider": "cp-b", "weight": 1}]}),
+        )
+        .await;
+    assert_eq!(r["tasks"], json!([]));
+    let arns: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["arn"].as_str().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = arns.iter().copied().collect();
+    assert_eq!(arns.len(), distinct.len(), "{arns:?}");
+    assert_eq!(
+        distinct.len(),
+        6,
+        "every instance of the cluster once: {arns:?}"
+    );
 
     // clientToken: a retry answers the same tasks, split once.
     let body = json!({"cluster": "c", "taskDefinition": "web", "count": 4, "clientToken": "tok-1",

@@ -6,6 +6,7 @@
 //! instance's tasks: poll answers only tasks placed on the authenticated
 //! instance, and `state::plan` ignores reports about any other task.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::{
@@ -159,37 +160,85 @@ pub fn desired(
     })
 }
 
-/// The awsvpc membership of `inst`'s cluster: every registered instance, its
-/// underlay address and its active awsvpc tasks. A change anywhere in it
-/// bumps the cluster's awsvpc epoch, which wakes every member's poll.
+/// The awsvpc membership of `inst`'s cluster: the registered instances that
+/// hold active awsvpc tasks, their underlay addresses and those tasks'
+/// endpoints (an instance without endpoints gives its peers nothing to
+/// program, so it is left out). A change anywhere in it bumps the cluster's
+/// awsvpc epoch, which wakes every member's poll; so the answer is a function
+/// of (cluster, epoch) and is computed once per epoch, not once per poll.
 pub fn awsvpc_network(
     m: &Model,
     inst: &Instance,
     cidr: &crate::network::Cidr,
 ) -> berth_api::AwsvpcNetwork {
+    let epoch = m.awsvpc_epochs.get(&inst.cluster).copied().unwrap_or(0);
+    let cluster = m.clusters.get(&inst.cluster).cloned();
+    let key = cidr.to_string();
+    if let Some(cluster) = &cluster {
+        if let Some(hit) = NETWORKS.with(|memo| {
+            memo.borrow().get(&inst.cluster).and_then(|e| {
+                (Arc::ptr_eq(&e.cluster, cluster) && e.epoch == epoch && e.cidr == key)
+                    .then(|| e.network.clone())
+            })
+        }) {
+            return hit;
+        }
+    }
     let members = m
         .instances
         .values()
         .filter(|i| i.cluster == inst.cluster && i.status != "INACTIVE")
-        .map(|i| berth_api::AwsvpcMember {
-            instance_id: i.ec2_instance_id.clone(),
-            underlay_ip: crate::model::underlay_of(i).map(str::to_string),
-            overlay_subnet: cidr.to_string(),
-            endpoints: m
+        .filter_map(|i| {
+            let endpoints: Vec<berth_api::AwsvpcEndpoint> = m
                 .active_tasks_on(&i.id)
                 .filter_map(|t| t.awsvpc.as_ref())
                 .map(|e| berth_api::AwsvpcEndpoint {
                     ip: e.attachment.ip.clone(),
                     mac: e.attachment.mac.clone(),
                 })
-                .collect(),
+                .collect();
+            (!endpoints.is_empty()).then(|| berth_api::AwsvpcMember {
+                instance_id: i.ec2_instance_id.clone(),
+                underlay_ip: crate::model::underlay_of(i).map(str::to_string),
+                overlay_subnet: key.clone(),
+                endpoints,
+            })
         })
         .collect();
-    berth_api::AwsvpcNetwork {
-        cidr: cidr.to_string(),
+    let network = berth_api::AwsvpcNetwork {
+        cidr: key.clone(),
         gateway: cidr.gateway().to_string(),
         members,
+    };
+    if let Some(cluster) = cluster {
+        NETWORKS.with(|memo| {
+            memo.borrow_mut().insert(
+                inst.cluster.clone(),
+                NetworkMemo {
+                    cluster,
+                    epoch,
+                    cidr: key,
+                    network: network.clone(),
+                },
+            )
+        });
     }
+    network
+}
+
+/// One cluster's computed membership and what it was computed from.
+struct NetworkMemo {
+    /// Held, so a recreated cluster (a new `Arc`) never matches.
+    cluster: Arc<crate::model::Cluster>,
+    epoch: u64,
+    cidr: String,
+    network: berth_api::AwsvpcNetwork,
+}
+
+thread_local! {
+    /// Per worker thread: poll answers are built on the HTTP runtime's threads.
+    static NETWORKS: std::cell::RefCell<std::collections::HashMap<String, NetworkMemo>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 pub async fn poll(

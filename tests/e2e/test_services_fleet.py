@@ -19,6 +19,8 @@ clients.
 3. A host whose agent dies (kill -9): once it counts as disconnected, its
    REPLICA tasks are replaced on the other hosts; its containers keep running
    until the agent returns and stops them.
+4. A revision whose container exits right after starting trips the circuit
+   breaker too (with minimumHealthyPercent 100 nothing old stops meanwhile).
 
 The coordinator runs with `--service-settle-secs 1` (ECS's 40 s settle period
 would make the suite wait minutes for nothing)."""
@@ -535,5 +537,61 @@ def test_service_replaces_the_tasks_of_a_lost_host(private_fleet):
         svc = describe_service(f.client, f.cluster, "web")
         assert svc["runningCount"] == 6 and svc["pendingCount"] == 0, svc
         assert len(live(service_tasks(f, "web"))) == 6
+    finally:
+        delete_services(f, "web")
+
+
+@pytest.mark.fleet(coordinator_args=SETTLE_ARGS)
+def test_revision_that_crashes_on_start_trips_the_breaker(private_fleet):
+    """A revision whose container exits right after starting (no health check):
+    its tasks stop before running for the settle period, so they count as
+    failed; the circuit breaker fails the deployment and rolls back, and with
+    minimumHealthyPercent 100 the old tasks keep running all along."""
+    f = private_fleet
+    good = f.register_taskdef([f.container(command=SLEEPER)], family="fleet-crash")
+    bad = f.register_taskdef([f.container(command=["sh", "-c", "exit 3"])], family="fleet-crash")
+    f.client.create_service(cluster=f.cluster, serviceName="web", taskDefinition=good, desiredCount=6,
+                            deploymentConfiguration={
+                                "minimumHealthyPercent": 100, "maximumPercent": 200,
+                                "deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    try:
+        wait_stable_cli(f, "web")
+        wait_for(lambda: describe_service(f.client, f.cluster, "web")["deployments"][0]["rolloutState"]
+                 == "COMPLETED", timeout=60, what="first rollout COMPLETED")
+        good_dep = describe_service(f.client, f.cluster, "web")["deployments"][0]["id"]
+
+        watch = ServiceWatch(f, "web", set(), min_healthy=6, max_total=12).begin()
+        try:
+            f.coordinator.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "web",
+                              "--task-definition", bad)
+            bad_dep = wait_for(
+                lambda: next((d["id"] for d in describe_service(f.client, f.cluster, "web")["deployments"]
+                              if d["taskDefinition"] == bad), None),
+                timeout=20, what="the crashing deployment")
+
+            def rolled_back():
+                svc = describe_service(f.client, f.cluster, "web")
+                deps = svc["deployments"]
+                if svc["taskDefinition"] != good or len(deps) != 1 or deps[0]["rolloutState"] != "COMPLETED":
+                    return False
+                tasks = live(service_tasks(f, "web"))
+                return len(tasks) == 6 and all(t["taskDefinitionArn"] == good for t in tasks) and svc
+            svc = wait_for(rolled_back, timeout=120, interval=0.5, what="the rollback to complete")
+            wait_stable_cli(f, "web")
+        finally:
+            watch.finish()
+        watch.check(min_samples=10)
+        assert "FAILED" in watch.rollout_states[bad_dep], dict(watch.rollout_states)
+        msgs = [e["message"] for e in svc["events"]]
+        assert f"(service web) (deployment {bad_dep}) deployment failed: tasks failed to start." in msgs, msgs
+        assert f"(service web) rolling back to deployment {good_dep}." in msgs, msgs
+        crashed = [t for t in service_tasks(f, "web") if t["taskDefinitionArn"] == bad]
+        # The breaker trips at max(ceil(6/2), 3) = 3 failed tasks; it does not
+        # relaunch the crashing revision forever.
+        assert 3 <= len(crashed) <= 12, len(crashed)
+        assert all(t["lastStatus"] == "STOPPED" for t in crashed), crashed
+        exited = [t for t in crashed if t["stopCode"] == "EssentialContainerExited"]
+        assert len(exited) >= 3, crashed
+        assert all(t["containers"][0].get("exitCode") == 3 for t in exited), exited
     finally:
         delete_services(f, "web")

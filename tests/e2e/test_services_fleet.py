@@ -148,12 +148,16 @@ class ServiceWatch(threading.Thread):
         self.rollout_states: dict[str, set[str]] = collections.defaultdict(set)
         self.deployment_tds: dict[str, str] = {}
         self.rollout_reasons: dict[str, set[str]] = collections.defaultdict(set)
+        # (deployment id, rolloutState) -> [first, last] time.monotonic() seen.
+        self.seen_when: dict[tuple[str, str], list[float]] = {}
         self._halt = threading.Event()
         self._deployments = threading.Thread(target=self._watch_deployments, args=(fleet.ecs(),), daemon=True,
                                              name=f"watch-{name}-deployments")
 
     def _record(self, svc: dict) -> None:
+        now = time.monotonic()
         for d in svc["deployments"]:
+            self.seen_when.setdefault((d["id"], d.get("rolloutState", "")), [now, now])[1] = now
             self.rollout_states[d["id"]].add(d.get("rolloutState", ""))
             self.deployment_tds[d["id"]] = d["taskDefinition"]
             self.rollout_reasons[d["id"]].add(d.get("rolloutStateReason", ""))
@@ -226,7 +230,11 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
     family = "fleet-web"
     rev1 = f.register_taskdef([f.container(command=SLEEPER)], family=family)
     rev2 = f.register_taskdef([f.container(command=SLEEPER, healthCheck=PASSING_CHECK)], family=family)
-    rev3 = f.register_taskdef([f.container(command=SLEEPER, healthCheck=FAILING_CHECK)], family=family)
+    # rev3 also ignores SIGTERM (stopTimeout 4 s): the rev3 tasks the breaker
+    # stops when it trips take seconds to stop, so the FAILED deployment stays
+    # in DescribeServices long enough for the poller to see it.
+    rev3 = f.register_taskdef([f.container(command=["sh", "-c", "trap '' TERM; sleep 1000 & wait"],
+                                           healthCheck=FAILING_CHECK, stopTimeout=4)], family=family)
     checked = {rev2, rev3}
 
     created = f.coordinator.aws(
@@ -307,12 +315,10 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
 
             # rev3 never becomes healthy: the circuit breaker (threshold
             # max(ceil(6/2), 3) = 3 failed tasks) fails it and rolls back to rev2.
-            f.coordinator.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "web",
-                              "--task-definition", rev3)
-            rev3_dep = wait_for(
-                lambda: next((d["id"] for d in describe_service(f.client, f.cluster, "web")["deployments"]
-                              if d["taskDefinition"] == rev3), None),
-                timeout=20, what="the rev3 deployment")
+            out = f.coordinator.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "web",
+                                    "--task-definition", rev3)["service"]
+            rev3_dep = out["deployments"][0]["id"]
+            assert out["deployments"][0]["taskDefinition"] == rev3, out["deployments"]
 
             def rolled_back():
                 svc = describe_service(f.client, f.cluster, "web")
@@ -330,7 +336,9 @@ def test_replica_service_replaces_rolls_out_and_rolls_back(private_fleet):
         assert watch.fewest_healthy is not None and watch.fewest_healthy >= 3
         assert watch.most_total <= 12
 
-        assert "FAILED" in watch.rollout_states[rev3_dep], dict(watch.rollout_states)
+        assert "FAILED" in watch.rollout_states[rev3_dep], (dict(watch.rollout_states), watch.seen_when)
+        first, last = watch.seen_when[(rev3_dep, "FAILED")]
+        print(f"rev3 deployment seen FAILED for {last - first:.1f} s")
         assert watch.deployment_tds[rev3_dep] == rev3
         rollback_dep = svc["deployments"][0]
         assert rollback_dep["id"] not in (rev2_dep, rev3_dep)
@@ -562,12 +570,12 @@ def test_revision_that_crashes_on_start_trips_the_breaker(private_fleet):
 
         watch = ServiceWatch(f, "web", set(), min_healthy=6, max_total=12).begin()
         try:
-            f.coordinator.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "web",
-                              "--task-definition", bad)
-            bad_dep = wait_for(
-                lambda: next((d["id"] for d in describe_service(f.client, f.cluster, "web")["deployments"]
-                              if d["taskDefinition"] == bad), None),
-                timeout=20, what="the crashing deployment")
+            # The failing deployment can leave DescribeServices within a second:
+            # its id comes from UpdateService's answer.
+            out = f.coordinator.aws("ecs", "update-service", "--cluster", f.cluster, "--service", "web",
+                                    "--task-definition", bad)["service"]
+            bad_dep = out["deployments"][0]["id"]
+            assert out["deployments"][0]["taskDefinition"] == bad, out["deployments"]
 
             def rolled_back():
                 svc = describe_service(f.client, f.cluster, "web")
@@ -581,8 +589,11 @@ def test_revision_that_crashes_on_start_trips_the_breaker(private_fleet):
         finally:
             watch.finish()
         watch.check(min_samples=10)
-        assert "FAILED" in watch.rollout_states[bad_dep], dict(watch.rollout_states)
+        # The crashing deployment may be FAILED and retired between two polls;
+        # the events and the rollback deployment's reason say what happened.
         msgs = [e["message"] for e in svc["events"]]
+        assert (f"ECS deployment circuit breaker: rolling back to deploymentId {good_dep}."
+                in watch.rollout_reasons[svc["deployments"][0]["id"]]), dict(watch.rollout_reasons)
         assert f"(service web) (deployment {bad_dep}) deployment failed: tasks failed to start." in msgs, msgs
         assert f"(service web) rolling back to deployment {good_dep}." in msgs, msgs
         crashed = [t for t in service_tasks(f, "web") if t["taskDefinitionArn"] == bad]

@@ -15,7 +15,7 @@ clients.
    host) and on a host that joins later;
    draining a host moves its REPLICA tasks elsewhere within the deployment
    limits, leaves its standalone (RunTask) task running, stops its DAEMON task
-   and places nothing there again.
+   and places nothing there until the host is ACTIVE again.
 3. A host whose agent dies (kill -9): once it counts as disconnected, its
    REPLICA tasks are replaced on the other hosts; its containers keep running
    until the agent returns and stops them.
@@ -491,6 +491,15 @@ def test_daemon_service_and_draining_a_host(private_fleet):
             {"type": "memberOf", "expression": f"attribute:ecs.availability-zone == az-{drained.index}"}])
         assert out["tasks"] == [] and out["failures"], out
         f.stop_and_wait([solo[0]["taskArn"]])
+
+        # Back to ACTIVE: the daemon puts its task there again; the REPLICA
+        # service does not move tasks back (ECS does not rebalance).
+        f.coordinator.aws("ecs", "update-container-instances-state", "--cluster", f.cluster,
+                          "--container-instances", drained.instance_arn, "--status", "ACTIVE")
+        per = wait_for(lambda: daemon_per_host(4), timeout=60, interval=0.3, what="the daemon back on the host")
+        assert set(per) == {0, 1, 2, late.index}, per
+        wait_stable_cli(f, "web", "agentd")
+        assert not any(f.host_of(t) is drained for t in live(service_tasks(f, "web")))
     finally:
         delete_services(f, "web", "agentd")
 

@@ -160,10 +160,10 @@ pub fn desired(
     })
 }
 
-/// The awsvpc membership of `inst`'s cluster: the registered instances that
-/// hold active awsvpc tasks, their underlay addresses and those tasks'
-/// endpoints (an instance without endpoints gives its peers nothing to
-/// program, so it is left out). A change anywhere in it bumps the cluster's
+/// The awsvpc membership of `inst`'s cluster: the registered instances with
+/// an underlay address or active awsvpc tasks, and those tasks' endpoints
+/// (an instance with neither gives its peers nothing to program, so it is
+/// left out). A change anywhere in it bumps the cluster's
 /// awsvpc epoch, which wakes every member's poll; so the answer is a function
 /// of (cluster, epoch) and is computed once per epoch, not once per poll.
 pub fn awsvpc_network(
@@ -197,9 +197,10 @@ pub fn awsvpc_network(
                     mac: e.attachment.mac.clone(),
                 })
                 .collect();
-            (!endpoints.is_empty()).then(|| berth_api::AwsvpcMember {
+            let underlay_ip = crate::model::underlay_of(i).map(str::to_string);
+            (underlay_ip.is_some() || !endpoints.is_empty()).then(|| berth_api::AwsvpcMember {
                 instance_id: i.ec2_instance_id.clone(),
-                underlay_ip: crate::model::underlay_of(i).map(str::to_string),
+                underlay_ip,
                 overlay_subnet: key.clone(),
                 endpoints,
             })

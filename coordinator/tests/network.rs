@@ -354,7 +354,8 @@ async fn awsvpc_membership_changes_wake_other_members() {
     assert_eq!(r.body["changed"], true, "{}", r.body);
     let net: berth_api::AwsvpcNetwork =
         serde_json::from_value(r.body["awsvpcNetwork"].clone()).unwrap();
-    assert_eq!(net.members.len(), 1, "{net:?}");
-    assert!(net.members[0].endpoints.is_empty());
+    // A's endpoint left with it; B (no underlay address, no awsvpc task)
+    // offers peers nothing, so the membership is empty.
+    assert!(net.members.is_empty(), "{net:?}");
     t.stop().await;
 }

@@ -850,22 +850,7 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
             }
         }
     }
-    let token = token_key.map(|k| {
-        (
-            k,
-            crate::model::TokenResult {
-                task_ids: ids.clone(),
-                failures: failures.clone(),
-                created_at: ctx.now,
-            },
-        )
-    });
-    let cmds = if tasks.is_empty() && token.is_none() {
-        vec![]
-    } else {
-        vec![Command::PutTasks { tasks, token }]
-    };
-    Ok((cmds, Outcome::Tasks { ids, failures }))
+    Ok(state::run_outcome(tasks, ids, failures, token_key, ctx.now))
 }
 
 #[cfg(test)]

@@ -1287,13 +1287,26 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
         });
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    Ok(run_outcome(tasks, ids, failures, token_key, ctx.now))
+}
+
+/// What a run decided: one `PutTasks` carrying the tasks and, under an
+/// idempotency token, its remembered result (nothing when there is neither),
+/// and the ids and failures to answer with.
+pub(crate) fn run_outcome(
+    tasks: Vec<Task>,
+    ids: Vec<String>,
+    failures: Vec<Failure>,
+    token_key: Option<String>,
+    now: f64,
+) -> Planned {
     let token = token_key.map(|k| {
         (
             k,
             TokenResult {
                 task_ids: ids.clone(),
                 failures: failures.clone(),
-                created_at: ctx.now,
+                created_at: now,
             },
         )
     });
@@ -1302,7 +1315,7 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
     } else {
         vec![Command::PutTasks { tasks, token }]
     };
-    Ok((cmds, Outcome::Tasks { ids, failures }))
+    (cmds, Outcome::Tasks { ids, failures })
 }
 
 /// A bridge-mode port mapping whose host port the scheduler chooses.

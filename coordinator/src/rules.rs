@@ -503,36 +503,7 @@ fn ecs_network_configuration(n: &Map<String, Value>) -> Result<Value, ApiError> 
 /// EventBridge tags (`[{"Key", "Value"}]`, key 1-128, value 0-256, at most
 /// 50) as model tags.
 pub fn parse_tags(v: Option<&Value>) -> Result<Vec<Tag>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(vec![]);
-    };
-    let list = v
-        .as_array()
-        .ok_or_else(|| ApiError::new(ErrorKind::SerializationException, "Tags must be a list."))?;
-    if list.len() > 50 {
-        return Err(validation("A resource can have at most 50 tags."));
-    }
-    let mut out: Vec<Tag> = Vec::new();
-    for t in list {
-        let key = t.get("Key").and_then(Value::as_str);
-        let value = t.get("Value").and_then(Value::as_str);
-        let (Some(key), Some(value)) = (key, value) else {
-            return Err(validation("Each tag needs a Key and a Value."));
-        };
-        if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
-            return Err(validation(
-                "Tag keys must be 1-128 characters and values at most 256 characters.",
-            ));
-        }
-        if out.iter().any(|e| e.key == key) {
-            return Err(validation(format!("Duplicate tag key: {key}")));
-        }
-        out.push(Tag {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
-    }
-    Ok(out)
+    crate::ssm::parse_key_value_tags(v, Some(50), false, &|m| validation(m))
 }
 
 /// Remembers each rule's next slot between ticks, recomputed only when the

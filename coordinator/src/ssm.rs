@@ -27,29 +27,45 @@ fn constraint(value: &str, member: &str, rule: &str) -> ApiError {
 
 /// SSM tags: `[{"Key": .., "Value": ..}]`, key 1-128, value 0-256, at most 1000.
 pub fn parse_tags(v: Option<&Value>) -> Result<Vec<Tag>, ApiError> {
+    parse_key_value_tags(v, None, true, &|m| invalid(m))
+}
+
+/// A `[{"Key", "Value"}]` tag list as SSM and EventBridge send it: key
+/// 1-128 characters, value at most 256, keys unique, at most `max` tags,
+/// `aws:` keys refused when `reserve_aws`; errors built by `err` (each API
+/// has its own error type).
+pub fn parse_key_value_tags(
+    v: Option<&Value>,
+    max: Option<usize>,
+    reserve_aws: bool,
+    err: &dyn Fn(String) -> ApiError,
+) -> Result<Vec<Tag>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(vec![]);
     };
     let list = v
         .as_array()
         .ok_or_else(|| ApiError::new(ErrorKind::SerializationException, "Tags must be a list."))?;
+    if let Some(max) = max.filter(|m| list.len() > *m) {
+        return Err(err(format!("A resource can have at most {max} tags.")));
+    }
     let mut out: Vec<Tag> = Vec::new();
     for t in list {
         let key = t.get("Key").and_then(Value::as_str);
         let value = t.get("Value").and_then(Value::as_str);
         let (Some(key), Some(value)) = (key, value) else {
-            return Err(invalid("Each tag needs a Key and a Value."));
+            return Err(err("Each tag needs a Key and a Value.".into()));
         };
         if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
-            return Err(invalid(
-                "Tag keys must be 1-128 characters and values at most 256 characters.",
+            return Err(err(
+                "Tag keys must be 1-128 characters and values at most 256 characters.".into(),
             ));
         }
-        if key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(invalid("Tag keys beginning with aws: are reserved."));
+        if reserve_aws && key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(err("Tag keys beginning with aws: are reserved.".into()));
         }
         if out.iter().any(|e| e.key == key) {
-            return Err(invalid(format!("Duplicate tag key: {key}")));
+            return Err(err(format!("Duplicate tag key: {key}")));
         }
         out.push(Tag {
             key: key.to_string(),

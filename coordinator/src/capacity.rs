@@ -792,14 +792,8 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         .client_token
         .take()
         .map(|t| format!("{}\n{}", cluster.name, t));
-    if let Some(prev) = token_key.as_ref().and_then(|k| m.tokens.get(k)) {
-        return Ok((
-            vec![],
-            Outcome::Tasks {
-                ids: prev.task_ids.clone(),
-                failures: prev.failures.clone(),
-            },
-        ));
+    if let Some(done) = state::remembered_run(m, token_key.as_deref()) {
+        return Ok(done);
     }
     let existing: Vec<u32> = strategy
         .iter()

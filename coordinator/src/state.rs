@@ -1058,14 +1058,8 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
         .client_token
         .as_ref()
         .map(|t| format!("{}\n{}", cluster.name, t));
-    if let Some(prev) = token_key.as_ref().and_then(|k| m.tokens.get(k)) {
-        return Ok((
-            vec![],
-            Outcome::Tasks {
-                ids: prev.task_ids.clone(),
-                failures: prev.failures.clone(),
-            },
-        ));
+    if let Some(done) = remembered_run(m, token_key.as_deref()) {
+        return Ok(done);
     }
     let reference = taskdef::parse_reference(&r.task_definition)?;
     let td = find_task_def(m, &reference)
@@ -1288,6 +1282,19 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
     }
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
     Ok(run_outcome(tasks, ids, failures, token_key, ctx.now))
+}
+
+/// The answer a run under an idempotency token already gave, if any
+/// (replayed without placing anything).
+pub(crate) fn remembered_run(m: &Model, token_key: Option<&str>) -> Option<Planned> {
+    let prev = m.tokens.get(token_key?)?;
+    Some((
+        vec![],
+        Outcome::Tasks {
+            ids: prev.task_ids.clone(),
+            failures: prev.failures.clone(),
+        },
+    ))
 }
 
 /// What a run decided: one `PutTasks` carrying the tasks and, under an

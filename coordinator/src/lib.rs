@@ -18,6 +18,7 @@
 
 pub mod agent_channel;
 pub mod api;
+pub mod candidates;
 pub mod capacity;
 pub mod cql;
 pub mod credentials;

@@ -115,6 +115,11 @@ pub struct Instance {
     pub last_seq: u64,
 }
 
+/// Equality is total: the only floats are clock readings (never NaN). Being
+/// `Eq` lets `Arc<Instance>` compare by pointer first, so diffing two
+/// versions of the persistent instance map costs what changed.
+impl Eq for Instance {}
+
 impl Instance {
     pub fn resource_int(&self, name: &str) -> i64 {
         self.registered_resources
@@ -507,6 +512,9 @@ pub struct ActiveOn {
     /// Task group → active tasks of that group here.
     pub groups: BTreeMap<String, u32>,
 }
+
+/// As for [`Instance`]: `Eq` so `Arc<ActiveOn>` compares by pointer first.
+impl Eq for ActiveOn {}
 
 impl ActiveOn {
     /// Host ports a task holds: reserved ones and its containers' bindings.

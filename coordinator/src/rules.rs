@@ -558,11 +558,11 @@ mod tests {
     fn step(m: &mut Model, now: f64, r: RuleRequest) -> Result<Vec<Command>, ApiError> {
         let s = settings();
         let mut rng = StdRng::seed_from_u64(1);
-        let connected = |_: &str| true;
+        let connected = crate::state::always(true);
         let mut ctx = Ctx {
             now,
             rng: &mut rng,
-            connected: &connected,
+            liveness: &connected,
             settings: &s,
         };
         let (cmds, _) = plan(m, r, &mut ctx)?;

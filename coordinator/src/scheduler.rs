@@ -17,7 +17,7 @@
 //! randomness, so the choice is a pure function of the model and is carried
 //! in the placement command for exact replay.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
 use rand::Rng;
@@ -214,16 +214,33 @@ impl Spread {
     }
 }
 
+/// The candidates as this plan has changed them: the caller's slice, with a
+/// copy of each instance a task was placed on (the only ones that change).
+struct View<'a> {
+    base: &'a [Candidate],
+    placed: HashMap<usize, Candidate>,
+}
+
+impl View<'_> {
+    fn get(&self, i: usize) -> &Candidate {
+        self.placed.get(&i).unwrap_or(&self.base[i])
+    }
+    fn get_mut(&mut self, i: usize) -> &mut Candidate {
+        let base = self.base;
+        self.placed.entry(i).or_insert_with(|| base[i].clone())
+    }
+}
+
 /// Keeps the candidates a strategy likes best (lowest key). `spread` is the
 /// strategy's bookkeeping when it spreads over an attribute.
 fn narrow(
-    cands: &[Candidate],
+    view: &View<'_>,
     feasible: Vec<usize>,
     strategy: &Strategy,
     spread: Option<&Spread>,
 ) -> Vec<usize> {
     let key = |i: usize| -> i64 {
-        let c = &cands[i];
+        let c = view.get(i);
         match strategy {
             Strategy::Random => 0,
             Strategy::SpreadInstance => i64::from(c.group_tasks),
@@ -244,9 +261,13 @@ fn narrow(
 /// decided once per candidate and afterwards re-checked only for the
 /// instance just used; attribute-spread totals are likewise updated, not
 /// recomputed. The result equals re-filtering every candidate per task.
-pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
+/// `cands` is only read: deductions go to copies of the instances used.
+pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
     let mut plan = Plan::default();
-    let mut used = vec![false; cands.len()];
+    let mut view = View {
+        base: cands,
+        placed: HashMap::new(),
+    };
     let mut feasible: Vec<usize> = (0..cands.len())
         .filter(|&i| check(&cands[i], need).is_ok())
         .collect();
@@ -254,15 +275,16 @@ pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut imp
         .strategies
         .iter()
         .map(|s| match s {
-            Strategy::SpreadAttribute(name) => Some(Spread::new(&cands, name)),
+            Strategy::SpreadAttribute(name) => Some(Spread::new(cands, name)),
             _ => None,
         })
         .collect();
     for _ in 0..count {
         if feasible.is_empty() {
-            for (i, c) in cands.iter().enumerate() {
+            for i in 0..cands.len() {
+                let c = view.get(i);
                 let verdict = check(c, need).and_then(|()| {
-                    if need.distinct_instance && used[i] {
+                    if need.distinct_instance && view.placed.contains_key(&i) {
                         Err(Rejection::DistinctInstance)
                     } else {
                         Ok(())
@@ -278,19 +300,18 @@ pub fn place(mut cands: Vec<Candidate>, need: &Need, count: usize, rng: &mut imp
         }
         let mut best = feasible.clone();
         for (s, sp) in need.strategies.iter().zip(&spreads) {
-            best = narrow(&cands, best, s, sp.as_ref());
+            best = narrow(&view, best, s, sp.as_ref());
         }
         let pick = best[rng.gen_range(0..best.len())];
-        let ports = take(&mut cands[pick], need);
+        let ports = take(view.get_mut(pick), need);
         for sp in spreads.iter_mut().flatten() {
             sp.totals[sp.slot_of[pick]] += 1;
         }
         plan.ports.push(ports);
-        used[pick] = true;
-        if need.distinct_instance || check(&cands[pick], need).is_err() {
+        if need.distinct_instance || check(view.get(pick), need).is_err() {
             feasible.retain(|&i| i != pick);
         }
-        plan.placements.push(cands[pick].id.clone());
+        plan.placements.push(view.get(pick).id.clone());
     }
     plan
 }
@@ -385,7 +406,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         // 1024 cpu each: two tasks per instance, four in all.
         let plan = place(
-            vec![cand("a", 1024, 4096, &[]), cand("b", 1024, 4096, &[])],
+            &[cand("a", 1024, 4096, &[]), cand("b", 1024, 4096, &[])],
             &need,
             6,
             &mut rng,
@@ -411,7 +432,7 @@ mod tests {
             ..Need::default()
         };
         let mut rng = StdRng::seed_from_u64(1);
-        let plan = place(vec![cand("a", 1024, 4096, &[22])], &need, 2, &mut rng);
+        let plan = place(&[cand("a", 1024, 4096, &[22])], &need, 2, &mut rng);
         assert_eq!(plan.placements, vec!["a".to_string()]);
         assert_eq!(plan.failures, vec![("arn/a".to_string(), "RESOURCE:PORTS")]);
     }
@@ -518,7 +539,7 @@ mod tests {
                 ..Need::default()
             };
             let plan = place(
-                vec![cand("a", 1024, 4096, &used)],
+                &[cand("a", 1024, 4096, &used)],
                 &need,
                 count,
                 &mut StdRng::seed_from_u64(3),
@@ -571,8 +592,8 @@ mod tests {
         let cands: Vec<Candidate> = (0..5)
             .map(|i| cand(&format!("i{i}"), 100, 100, &[]))
             .collect();
-        let a = place(cands.clone(), &need, 10, &mut StdRng::seed_from_u64(42));
-        let b = place(cands, &need, 10, &mut StdRng::seed_from_u64(42));
+        let a = place(&cands, &need, 10, &mut StdRng::seed_from_u64(42));
+        let b = place(&cands, &need, 10, &mut StdRng::seed_from_u64(42));
         assert_eq!(a, b);
         assert_eq!(a.placements.len(), 10);
     }
@@ -598,7 +619,7 @@ mod tests {
             with_attr(cand("b", 100, 100, &[]), "stack", "dev"),
             with_attr(cand("c", 100, 100, &[]), "stack", "prod"),
         ];
-        let plan = place(cands, &need, 3, &mut StdRng::seed_from_u64(5));
+        let plan = place(&cands, &need, 3, &mut StdRng::seed_from_u64(5));
         let mut placed = plan.placements.clone();
         placed.sort();
         assert_eq!(placed, vec!["a".to_string(), "c".to_string()]);
@@ -651,7 +672,7 @@ mod tests {
                 strategies: strategies.clone(),
                 ..Need::default()
             };
-            let plan = place(base(), &need, count, &mut StdRng::seed_from_u64(9));
+            let plan = place(&base(), &need, count, &mut StdRng::seed_from_u64(9));
             let mut got: Vec<&str> = plan.placements.iter().map(|s| s.as_str()).collect();
             if strategies == vec![Strategy::SpreadInstance] {
                 got.sort();

@@ -784,13 +784,13 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
     let settle = ctx.settings.service_settle_secs;
     let view: Vec<TaskFacts> = tasks
         .iter()
-        .map(|t| facts(m, t, settle, now, ctx.connected))
+        .map(|t| facts(m, t, settle, now, &|id| ctx.connected(id)))
         .collect();
     let targets: Vec<(String, bool)> = if svc.scheduling_strategy == "DAEMON" {
         m.instances
             .values()
             .filter(|i| i.cluster == svc.cluster && i.status == "ACTIVE")
-            .map(|i| (i.id.clone(), (ctx.connected)(&i.id)))
+            .map(|i| (i.id.clone(), ctx.connected(&i.id)))
             .collect()
     } else {
         vec![]

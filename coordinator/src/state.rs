@@ -35,7 +35,7 @@ use crate::model::{
     TaskDef, TokenResult,
 };
 use crate::network;
-use crate::scheduler::{self, Candidate, Need};
+use crate::scheduler::{self, Need};
 use crate::store::{CommandLog, Store, StoreError};
 use crate::taskdef::{self, TaskDefRef};
 
@@ -76,6 +76,7 @@ pub struct Settings {
 pub struct Heartbeats {
     seen: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
+    source: u64,
 }
 
 impl Heartbeats {
@@ -83,6 +84,7 @@ impl Heartbeats {
         Heartbeats {
             seen: Mutex::new(HashMap::new()),
             timeout,
+            source: new_source(),
         }
     }
     pub fn beat(&self, instance: &str) {
@@ -91,10 +93,19 @@ impl Heartbeats {
         }
     }
     pub fn is_connected(&self, instance: &str) -> bool {
-        match self.seen.lock() {
-            Ok(m) => m.get(instance).is_some_and(|t| t.elapsed() < self.timeout),
-            Err(_) => false,
-        }
+        self.alive_until(instance)
+            .is_some_and(|until| Instant::now() < until)
+    }
+}
+
+impl Liveness for Heartbeats {
+    /// The agent's last poll plus the timeout.
+    fn alive_until(&self, instance: &str) -> Option<Instant> {
+        let m = self.seen.lock().ok()?;
+        m.get(instance).map(|t| *t + self.timeout)
+    }
+    fn source(&self) -> u64 {
+        self.source
     }
 }
 
@@ -265,8 +276,57 @@ pub enum Outcome {
 pub struct Ctx<'a> {
     pub now: f64,
     pub rng: &'a mut StdRng,
-    pub connected: &'a dyn Fn(&str) -> bool,
+    pub liveness: &'a dyn Liveness,
     pub settings: &'a Settings,
+}
+
+impl Ctx<'_> {
+    /// Whether the instance's agent is connected now.
+    pub fn connected(&self, id: &str) -> bool {
+        self.liveness
+            .alive_until(id)
+            .is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// Agent liveness as planning sees it.
+pub trait Liveness {
+    /// Until when the instance's agent counts as connected on the polls
+    /// seen so far (`None`: it never polled). For one [`source`] this only
+    /// ever moves later, so an answer holds until the instant it names.
+    ///
+    /// [`source`]: Liveness::source
+    fn alive_until(&self, instance: &str) -> Option<Instant>;
+    /// Tells sources apart: a cache of answers is valid for one source only.
+    fn source(&self) -> u64;
+}
+
+static LIVENESS_SOURCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn new_source() -> u64 {
+    LIVENESS_SOURCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Liveness that answers the same for every instance (tests, tools).
+pub struct Always {
+    until: Option<Instant>,
+    source: u64,
+}
+
+pub fn always(connected: bool) -> Always {
+    Always {
+        until: connected.then(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
+        source: new_source(),
+    }
+}
+
+impl Liveness for Always {
+    fn alive_until(&self, _: &str) -> Option<Instant> {
+        self.until
+    }
+    fn source(&self) -> u64 {
+        self.source
+    }
 }
 
 pub fn now_secs() -> f64 {
@@ -401,116 +461,6 @@ pub fn usage(m: &Model, inst: &Instance) -> Usage {
         }
     }
     u
-}
-
-/// What placement derives from one instance and its active tasks, apart
-/// from the request-specific parts (agent connection, the request's group).
-#[derive(Clone)]
-struct Derived {
-    /// The versions it was derived from: `apply` replaces an `Arc` it
-    /// changes (copy on write; the memo holds a reference, so never in
-    /// place), hence pointer equality means "unchanged".
-    inst: Arc<Instance>,
-    active: Option<Arc<crate::model::ActiveOn>>,
-    facts: Arc<crate::cql::Facts>,
-    cpu_remaining: i64,
-    memory_remaining: i64,
-    tcp_used: BTreeSet<u16>,
-    udp_used: BTreeSet<u16>,
-}
-
-thread_local! {
-    /// Memo of [`Derived`] per instance id, so placing a task does not
-    /// rebuild every instance's facts and usage. Transparent: an entry is
-    /// used only while the instance and its active index are the very same
-    /// `Arc`s it was computed from. Planning runs on the owner's thread.
-    static DERIVED: std::cell::RefCell<HashMap<String, Derived>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-fn derive(m: &Model, inst: &Arc<Instance>) -> Derived {
-    let active = m.active_by_instance.get(&inst.id).cloned();
-    let hit = DERIVED.with(|memo| {
-        memo.borrow().get(&inst.id).and_then(|d| {
-            let same_active = match (&d.active, &active) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            (Arc::ptr_eq(&d.inst, inst) && same_active).then(|| d.clone())
-        })
-    });
-    if let Some(d) = hit {
-        return d;
-    }
-    let u = usage(m, inst);
-    let facts = crate::cql::Facts {
-        // Placement patches this per request (see `candidate`).
-        agent_connected: true,
-        agent_version: inst.agent_version.clone(),
-        ec2_instance_id: inst.ec2_instance_id.clone(),
-        registered_at: inst.registered_at,
-        running_tasks_count: u.running,
-        attributes: inst
-            .attributes
-            .iter()
-            .map(|a| (a.name.clone(), a.value.clone()))
-            .collect(),
-        // Distinct group names: `task:group` matches if any task's group does.
-        task_groups: active
-            .as_ref()
-            .map(|a| a.groups.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
-    let d = Derived {
-        inst: inst.clone(),
-        active,
-        facts: Arc::new(facts),
-        cpu_remaining: inst.resource_int("CPU") - u.cpu,
-        memory_remaining: inst.resource_int("MEMORY") - u.memory,
-        tcp_used: u.tcp,
-        udp_used: u.udp,
-    };
-    DERIVED.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        // Bounded by the instances ever seen; forget them all now and then.
-        if memo.len() > 2 * m.instances.len() + 1024 {
-            memo.clear();
-        }
-        memo.insert(inst.id.clone(), d.clone());
-    });
-    d
-}
-
-fn candidate(
-    m: &Model,
-    inst: &Arc<Instance>,
-    connected: &dyn Fn(&str) -> bool,
-    group: &str,
-) -> Candidate {
-    let d = derive(m, inst);
-    let connected = connected(&inst.id);
-    let mut facts = d.facts;
-    if !connected {
-        Arc::make_mut(&mut facts).agent_connected = false;
-    }
-    let group_tasks = d
-        .active
-        .as_ref()
-        .and_then(|a| a.groups.get(group).copied())
-        .unwrap_or(0);
-    Candidate {
-        facts,
-        group_tasks,
-        id: inst.id.clone(),
-        arn: inst.arn.clone(),
-        status: inst.status.clone(),
-        connected,
-        cpu_remaining: d.cpu_remaining,
-        memory_remaining: d.memory_remaining,
-        tcp_used: d.tcp_used,
-        udp_used: d.udp_used,
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1105,12 +1055,24 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
     };
 
     let mut failures: Vec<Failure> = Vec::new();
+    // Only the spread strategies count the group's tasks per instance.
+    let counts_group = need.strategies.iter().any(|s| {
+        matches!(
+            s,
+            scheduler::Strategy::SpreadInstance | scheduler::Strategy::SpreadAttribute(_)
+        )
+    });
     let plan = match &r.instances {
         Some(refs) => {
             let mut cands = Vec::new();
             for reference in refs {
                 match find_instance(m, &cluster.name, reference) {
-                    Some(i) => cands.push(candidate(m, i, ctx.connected, &group)),
+                    Some(i) => cands.push(crate::candidates::one(
+                        m,
+                        i,
+                        &|id| ctx.connected(id),
+                        &group,
+                    )),
                     None => failures.push(Failure {
                         arn: Some(reference.clone()),
                         reason: "MISSING".into(),
@@ -1120,20 +1082,19 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
             }
             scheduler::place_on_each(cands, &need)
         }
-        None => {
-            let cands: Vec<Candidate> = m
-                .instances
-                .values()
-                .filter(|i| i.cluster == cluster.name && i.status != "INACTIVE")
-                .map(|i| candidate(m, i, ctx.connected, &group))
-                .collect();
+        None => crate::candidates::with_index(m, |index| {
+            let cands = index.candidates(
+                &cluster.name,
+                ctx.liveness,
+                counts_group.then_some(group.as_str()),
+            );
             if cands.is_empty() {
                 return Err(ApiError::invalid(
                     "No Container Instances were found in your cluster.",
                 ));
             }
-            scheduler::place(cands, &need, r.count as usize, ctx.rng)
-        }
+            Ok(scheduler::place(cands, &need, r.count as usize, ctx.rng))
+        })?,
     };
     failures.extend(plan.failures.iter().map(|(arn, reason)| Failure {
         arn: Some(arn.clone()),
@@ -1955,13 +1916,12 @@ impl Owner {
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut replies: Vec<(Reply, Result<Outcome, ApiError>)> = Vec::new();
         let hb = self.heartbeats.clone();
-        let connected = move |id: &str| hb.is_connected(id);
         let mut touched: Vec<Command> = Vec::new();
         for env in batch {
             let mut ctx = Ctx {
                 now: now_secs(),
                 rng: &mut self.rng,
-                connected: &connected,
+                liveness: hb.as_ref(),
                 settings: &self.settings,
             };
             // Last line of defence: a planning bug answers ServerException
@@ -2006,7 +1966,7 @@ impl Owner {
                 let mut ctx = Ctx {
                     now: now_secs(),
                     rng: &mut self.rng,
-                    connected: &connected,
+                    liveness: hb.as_ref(),
                     settings: &self.settings,
                 };
                 let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -2150,11 +2110,11 @@ mod tests {
         rng: &mut StdRng,
         s: &Settings,
     ) -> Result<(Outcome, Vec<Command>), ApiError> {
-        let conn = move |_: &str| connected;
+        let conn = always(connected);
         let mut ctx = Ctx {
             now: 1000.0,
             rng,
-            connected: &conn,
+            liveness: &conn,
             settings: s,
         };
         let (cmds, outcome) = plan(m, req, &mut ctx)?;

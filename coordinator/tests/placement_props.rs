@@ -429,10 +429,10 @@ proptest! {
         count in 1..12usize,
         seed in any::<u64>(),
     ) {
-        let plan = place(cands.clone(), &need, count, &mut StdRng::seed_from_u64(seed));
+        let plan = place(&cands, &need, count, &mut StdRng::seed_from_u64(seed));
         check_run_task_plan(&cands, &need, count, &plan)?;
         // The seed reproduces the plan.
-        let again = place(cands, &need, count, &mut StdRng::seed_from_u64(seed));
+        let again = place(&cands, &need, count, &mut StdRng::seed_from_u64(seed));
         prop_assert_eq!(plan, again);
     }
 
@@ -653,7 +653,7 @@ fn generators_exercise_every_outcome() {
     let n = 400;
     for seed in 0..n {
         let (cands, need, count) = input.new_tree(&mut runner).unwrap().current();
-        let plan = place(cands, &need, count, &mut StdRng::seed_from_u64(seed));
+        let plan = place(&cands, &need, count, &mut StdRng::seed_from_u64(seed));
         let distinct: BTreeSet<&String> = plan.placements.iter().collect();
         if distinct.len() >= 2 {
             several += 1;

@@ -47,7 +47,7 @@ fn need(cpu: i64, memory: i64, strategies: Vec<Strategy>) -> Need {
 }
 
 fn run(cands: Vec<Candidate>, need: &Need, count: usize, seed: u64) -> Plan {
-    place(cands, need, count, &mut StdRng::seed_from_u64(seed))
+    place(&cands, need, count, &mut StdRng::seed_from_u64(seed))
 }
 
 fn totals(plan: &Plan) -> BTreeMap<String, usize> {

@@ -37,7 +37,21 @@ struct Slots {
     /// The last `alive_until` answer per candidate. Liveness only moves
     /// later, so before that instant the agent is connected without asking.
     alive: Vec<Option<Instant>>,
+    /// Verdicts of recently used `memberOf` lists per candidate, newest
+    /// last; a verdict is forgotten when its candidate's facts change.
+    memos: Vec<Memo>,
 }
+
+/// One `memberOf` list's verdict per candidate, with the agent connection
+/// it was reached under (`agentConnected` may be among the subjects);
+/// `None`: not yet evaluated.
+struct Memo {
+    exprs: Vec<cql::Expr>,
+    verdicts: Vec<Option<(bool, bool)>>,
+}
+
+/// How many distinct `memberOf` lists a cluster remembers verdicts for.
+const MEMOS: usize = 8;
 
 /// Candidates per cluster, and the model maps they reflect.
 #[derive(Default)]
@@ -107,6 +121,7 @@ pub fn derive(inst: &Instance, active: Option<&ActiveOn>) -> Candidate {
         udp_used,
         facts: Arc::new(facts),
         group_tasks: 0,
+        member_ok: None,
     }
 }
 
@@ -173,14 +188,16 @@ impl Index {
     }
 
     /// The cluster's candidates for one request: `liveness` says until
-    /// when an instance's agent counts as connected;
-    /// `group` is the request's task group when a strategy counts its tasks
-    /// per instance.
+    /// when an instance's agent counts as connected; `group` is the
+    /// request's task group when a strategy counts its tasks per instance;
+    /// `member_of` is the request's `memberOf` list, whose verdict each
+    /// candidate carries (`Candidate::member_ok`).
     pub fn candidates(
         &mut self,
         cluster: &str,
         liveness: &dyn Liveness,
         group: Option<&str>,
+        member_of: &[cql::Expr],
     ) -> &[Candidate] {
         if self.source != liveness.source() {
             self.source = liveness.source();
@@ -192,23 +209,54 @@ impl Index {
             return &[];
         };
         let now = Instant::now();
+        let memo = slots.memo(member_of);
         let Slots {
             cands,
             active,
             alive,
+            memos,
         } = slots;
+        let verdicts = memo.map(|k| &mut memos[k].verdicts);
+        let mut verdicts = verdicts.map(|v| v.iter_mut());
         for ((c, a), until) in cands.iter_mut().zip(active.iter()).zip(alive.iter_mut()) {
             if until.is_none_or(|u| now >= u) {
                 *until = liveness.alive_until(&c.id);
             }
             let connected = until.is_some_and(|u| now < u);
             patch(c, a.as_deref(), connected, group);
+            c.member_ok = verdicts.as_mut().and_then(|v| v.next()).map(|v| match *v {
+                Some((under, verdict)) if under == connected => verdict,
+                _ => {
+                    let verdict = member_of.iter().all(|e| cql::eval(e, &c.facts));
+                    *v = Some((connected, verdict));
+                    verdict
+                }
+            });
         }
         &slots.cands
     }
 }
 
 impl Slots {
+    /// The memo for `exprs` (made, evicting the oldest, if new); `None`
+    /// when there is nothing to evaluate.
+    fn memo(&mut self, exprs: &[cql::Expr]) -> Option<usize> {
+        if exprs.is_empty() {
+            return None;
+        }
+        if let Some(k) = self.memos.iter().position(|m| m.exprs == exprs) {
+            return Some(k);
+        }
+        if self.memos.len() >= MEMOS {
+            self.memos.remove(0);
+        }
+        self.memos.push(Memo {
+            exprs: exprs.to_vec(),
+            verdicts: vec![None; self.cands.len()],
+        });
+        Some(self.memos.len() - 1)
+    }
+
     fn position(&self, id: &str) -> Result<usize, usize> {
         self.cands.binary_search_by(|c| c.id.as_str().cmp(id))
     }
@@ -218,6 +266,9 @@ impl Slots {
             self.cands.remove(k);
             self.active.remove(k);
             self.alive.remove(k);
+            for m in &mut self.memos {
+                m.verdicts.remove(k);
+            }
         }
     }
 
@@ -227,12 +278,45 @@ impl Slots {
                 self.cands[k] = cand;
                 self.active[k] = active;
                 self.alive[k] = None;
+                for m in &mut self.memos {
+                    m.verdicts[k] = None;
+                }
             }
             Err(k) => {
                 self.cands.insert(k, cand);
                 self.active.insert(k, active);
                 self.alive.insert(k, None);
+                for m in &mut self.memos {
+                    m.verdicts.insert(k, None);
+                }
             }
         }
     }
+}
+
+/// What [`Index::candidates`] answers, computed from scratch: the reference
+/// the index is tested against.
+#[cfg(test)]
+pub(crate) fn rebuilt(
+    m: &Model,
+    cluster: &str,
+    liveness: &dyn Liveness,
+    group: Option<&str>,
+    member_of: &[cql::Expr],
+) -> Vec<Candidate> {
+    let now = Instant::now();
+    m.instances
+        .values()
+        .filter(|i| i.cluster == cluster && i.status != "INACTIVE")
+        .map(|i| {
+            let active = m.active_on(&i.id);
+            let mut c = derive(i, active);
+            let connected = liveness.alive_until(&i.id).is_some_and(|u| now < u);
+            patch(&mut c, active, connected, group);
+            if !member_of.is_empty() {
+                c.member_ok = Some(member_of.iter().all(|e| cql::eval(e, &c.facts)));
+            }
+            c
+        })
+        .collect()
 }

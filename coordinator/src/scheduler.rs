@@ -17,7 +17,7 @@
 //! randomness, so the choice is a pure function of the model and is carried
 //! in the placement command for exact replay.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
 use rand::Rng;
@@ -45,6 +45,9 @@ pub struct Candidate {
     pub facts: std::sync::Arc<cql::Facts>,
     /// Active tasks of the request's group already on this instance.
     pub group_tasks: u32,
+    /// The verdict of the request's `memberOf` expressions on `facts`, when
+    /// the caller has it already (`None`: `check` evaluates them).
+    pub member_ok: Option<bool>,
 }
 
 /// A placement strategy, applied in order (ties fall to the next, then to the RNG).
@@ -148,7 +151,10 @@ pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
     if !c.connected {
         return Err(Rejection::Agent);
     }
-    if !need.member_of.iter().all(|e| cql::eval(e, &c.facts)) {
+    let member_ok = c
+        .member_ok
+        .unwrap_or_else(|| need.member_of.iter().all(|e| cql::eval(e, &c.facts)));
+    if !member_ok {
         return Err(Rejection::Attribute);
     }
     if c.cpu_remaining < need.cpu {
@@ -218,16 +224,28 @@ impl Spread {
 /// copy of each instance a task was placed on (the only ones that change).
 struct View<'a> {
     base: &'a [Candidate],
-    placed: HashMap<usize, Candidate>,
+    /// Per candidate, its copy in `copies` (`u32::MAX`: unchanged).
+    slot: Vec<u32>,
+    copies: Vec<Candidate>,
 }
 
 impl View<'_> {
     fn get(&self, i: usize) -> &Candidate {
-        self.placed.get(&i).unwrap_or(&self.base[i])
+        match self.slot[i] {
+            u32::MAX => &self.base[i],
+            k => &self.copies[k as usize],
+        }
     }
     fn get_mut(&mut self, i: usize) -> &mut Candidate {
-        let base = self.base;
-        self.placed.entry(i).or_insert_with(|| base[i].clone())
+        if self.slot[i] == u32::MAX {
+            self.slot[i] = u32::try_from(self.copies.len()).unwrap_or(u32::MAX - 1);
+            self.copies.push(self.base[i].clone());
+        }
+        let k = self.slot[i] as usize;
+        &mut self.copies[k]
+    }
+    fn changed(&self, i: usize) -> bool {
+        self.slot[i] != u32::MAX
     }
 }
 
@@ -266,7 +284,8 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
     let mut plan = Plan::default();
     let mut view = View {
         base: cands,
-        placed: HashMap::new(),
+        slot: vec![u32::MAX; cands.len()],
+        copies: Vec::new(),
     };
     let mut feasible: Vec<usize> = (0..cands.len())
         .filter(|&i| check(&cands[i], need).is_ok())
@@ -284,7 +303,7 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
             for i in 0..cands.len() {
                 let c = view.get(i);
                 let verdict = check(c, need).and_then(|()| {
-                    if need.distinct_instance && view.placed.contains_key(&i) {
+                    if need.distinct_instance && view.changed(i) {
                         Err(Rejection::DistinctInstance)
                     } else {
                         Ok(())
@@ -357,6 +376,7 @@ mod tests {
             udp_used: BTreeSet::new(),
             facts: Default::default(),
             group_tasks: 0,
+            member_ok: None,
         }
     }
 

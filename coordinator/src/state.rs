@@ -1087,6 +1087,7 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
                 &cluster.name,
                 ctx.liveness,
                 counts_group.then_some(group.as_str()),
+                &need.member_of,
             );
             if cands.is_empty() {
                 return Err(ApiError::invalid(
@@ -2128,6 +2129,31 @@ mod tests {
         Ok((outcome, cmds))
     }
 
+    fn register_request(id: &str, code: &str) -> RegisterRequest {
+        RegisterRequest {
+            activation_id: id.into(),
+            activation_code: code.into(),
+            cluster: "c".into(),
+            hostname: "h".into(),
+            resources: vec![
+                Resource {
+                    name: "CPU".into(),
+                    kind: "INTEGER".into(),
+                    integer_value: 1024,
+                    string_set_value: vec![],
+                },
+                Resource {
+                    name: "MEMORY".into(),
+                    kind: "INTEGER".into(),
+                    integer_value: 1000,
+                    string_set_value: vec![],
+                },
+            ],
+            attributes: vec![],
+            agent_version: "t".into(),
+        }
+    }
+
     fn world(connected: bool) -> (Model, StdRng) {
         let mut m = Model::default();
         let mut rng = StdRng::seed_from_u64(3);
@@ -2177,28 +2203,7 @@ mod tests {
         .unwrap() else {
             panic!("no activation");
         };
-        let register = RegisterRequest {
-            activation_id: id,
-            activation_code: code,
-            cluster: "c".into(),
-            hostname: "h".into(),
-            resources: vec![
-                Resource {
-                    name: "CPU".into(),
-                    kind: "INTEGER".into(),
-                    integer_value: 1024,
-                    string_set_value: vec![],
-                },
-                Resource {
-                    name: "MEMORY".into(),
-                    kind: "INTEGER".into(),
-                    integer_value: 1000,
-                    string_set_value: vec![],
-                },
-            ],
-            attributes: vec![],
-            agent_version: "t".into(),
-        };
+        let register = register_request(&id, &code);
         step(
             &mut m,
             Request::RegisterInstance(register.clone()),
@@ -2215,6 +2220,142 @@ mod tests {
         );
         assert_eq!(again.unwrap_err().kind, ErrorKind::InvalidActivation);
         (m, rng)
+    }
+
+    /// Liveness with a given set of instances disconnected.
+    struct Down(BTreeSet<String>, u64);
+
+    impl Liveness for Down {
+        fn alive_until(&self, id: &str) -> Option<Instant> {
+            (!self.0.contains(id)).then(|| Instant::now() + Duration::from_secs(3600))
+        }
+        fn source(&self) -> u64 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn candidate_index_matches_a_rebuild_after_every_step() {
+        use rand::Rng;
+        let (mut m, mut rng) = world(true);
+        let Outcome::Activation { id, code } = step(
+            &mut m,
+            Request::CreateActivation {
+                iam_role: "r".into(),
+                description: None,
+                default_instance_name: None,
+                registration_limit: 5,
+                expiration: None,
+                tags: vec![],
+            },
+            true,
+            &mut rng,
+        )
+        .unwrap() else {
+            panic!("no activation");
+        };
+        for h in 0..5 {
+            let mut r = register_request(&id, &code);
+            r.hostname = format!("h{h}");
+            step(&mut m, Request::RegisterInstance(r), true, &mut rng).unwrap();
+        }
+        let exprs: Vec<Vec<crate::cql::Expr>> = [
+            vec![],
+            vec!["attribute:tier == gold"],
+            vec!["agentConnected == true", "runningTasksCount < 1"],
+            vec!["task:group == family:f or attribute:tier !exists"],
+        ]
+        .iter()
+        .map(|l| l.iter().map(|e| crate::cql::parse(e).unwrap()).collect())
+        .collect();
+        let (other, _) = world(false);
+        let mut ops = StdRng::seed_from_u64(11);
+        for round in 0..300 {
+            let ids: Vec<String> = m.instances.keys().cloned().collect();
+            let pick = ids[ops.gen_range(0..ids.len())].clone();
+            let _ = match ops.gen_range(0..5) {
+                0 => step(
+                    &mut m,
+                    Request::RunTask(RunTask {
+                        cluster: Some("c".into()),
+                        task_definition: "f".into(),
+                        count: ops.gen_range(1..4),
+                        member_of: exprs[ops.gen_range(0..exprs.len())].clone(),
+                        ..RunTask::default()
+                    }),
+                    true,
+                    &mut rng,
+                ),
+                1 => {
+                    let active: Vec<String> = m
+                        .tasks
+                        .values()
+                        .filter(|t| t.is_active())
+                        .map(|t| t.id.clone())
+                        .collect();
+                    if !active.is_empty() {
+                        stop(&mut m, &active[ops.gen_range(0..active.len())]);
+                    }
+                    Ok(Outcome::Done)
+                }
+                2 => step(
+                    &mut m,
+                    Request::SetInstanceStatus {
+                        cluster: Some("c".into()),
+                        instances: vec![pick],
+                        status: if ops.gen_bool(0.5) {
+                            "DRAINING"
+                        } else {
+                            "ACTIVE"
+                        }
+                        .into(),
+                    },
+                    true,
+                    &mut rng,
+                ),
+                3 => step(
+                    &mut m,
+                    Request::Attributes {
+                        cluster: Some("c".into()),
+                        attributes: vec![(
+                            pick,
+                            "tier".into(),
+                            Some(if ops.gen_bool(0.5) { "gold" } else { "bronze" }.into()),
+                        )],
+                        delete: ops.gen_bool(0.2),
+                    },
+                    true,
+                    &mut rng,
+                ),
+                _ if round == 150 => step(
+                    &mut m,
+                    Request::DeregisterInstance {
+                        cluster: Some("c".into()),
+                        instance: pick,
+                        force: true,
+                    },
+                    true,
+                    &mut rng,
+                ),
+                _ => Ok(Outcome::Done),
+            };
+            // Sometimes plan over an unrelated model in between.
+            let model = if round % 7 == 3 { &other } else { &m };
+            let down = Down(
+                ids.iter().filter(|_| ops.gen_bool(0.3)).cloned().collect(),
+                new_source(),
+            );
+            for exprs in &exprs {
+                for group in [None, Some("family:f")] {
+                    let got = crate::candidates::with_index(model, |ix| {
+                        ix.candidates("c", &down, group, exprs).to_vec()
+                    });
+                    let want = crate::candidates::rebuilt(model, "c", &down, group, exprs);
+                    assert_eq!(got, want, "round {round} exprs {exprs:?} group {group:?}");
+                }
+            }
+        }
+        assert!(m.tasks.len() > 10, "the steps placed tasks");
     }
 
     fn run(count: u32) -> Request {

@@ -102,6 +102,7 @@ fn candidate() -> impl Strategy<Value = Candidate> {
                 udp_used: udp,
                 facts: Arc::new(facts),
                 group_tasks,
+                member_ok: None,
             },
         )
 }

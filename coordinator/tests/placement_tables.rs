@@ -34,6 +34,7 @@ fn inst(id: &str, cpu: i64, memory: i64, attrs: &[(&str, &str)], group_tasks: u3
             ..Facts::default()
         }),
         group_tasks,
+        member_ok: None,
     }
 }
 

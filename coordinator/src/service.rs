@@ -770,15 +770,32 @@ fn misfit(reason: &str) -> String {
     }
 }
 
+/// Tasks one service step starts at most. A larger shortfall is made up
+/// over the following commits (the state owner steps such a service again
+/// at once), so one large service never holds up every other request for
+/// the time it takes to place thousands of tasks.
+pub const LAUNCHES_PER_STEP: u32 = 250;
+
+/// What one service step decided.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub cmds: Vec<Command>,
+    /// Tasks it started.
+    pub started: u32,
+    /// It started `cap` tasks and wants more: step it again.
+    pub more: bool,
+}
+
 /// Plans one step of the service `key` against `m`: the task stops, the
-/// placements of new tasks, and the service's new state, as commands.
-pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>, ApiError> {
+/// placements of at most `cap` new tasks, and the service's new state, as
+/// commands.
+pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>, cap: u32) -> Result<Step, ApiError> {
     let Some(svc) = m.services.get(key) else {
-        return Ok(vec![]);
+        return Ok(Step::default());
     };
     let tasks = m.service_tasks(key);
     if svc.status == "INACTIVE" {
-        return Ok(vec![]);
+        return Ok(Step::default());
     }
     let now = ctx.now;
     let settle = ctx.settings.service_settle_secs;
@@ -834,11 +851,15 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
             token: None,
         });
     }
-    let wanted = if s.scheduling_strategy == "DAEMON" {
+    let mut start_on = d.start_on.clone();
+    start_on.truncate(cap as usize);
+    let shortfall = if s.scheduling_strategy == "DAEMON" {
         d.start_on.len() as u32
     } else {
         d.start
     };
+    let wanted = shortfall.min(cap);
+    let mut started = 0;
     if wanted > 0 {
         if let Some(p) = s.primary().cloned() {
             let (member_of, distinct_instance, strategies) = placement(&s)?;
@@ -876,7 +897,7 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
                 } else {
                     vec![]
                 },
-                instances: (s.scheduling_strategy == "DAEMON").then(|| d.start_on.clone()),
+                instances: (s.scheduling_strategy == "DAEMON").then_some(start_on),
                 member_of,
                 distinct_instance,
                 strategies,
@@ -889,6 +910,7 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
             match crate::capacity::plan_run(m, run, ctx) {
                 Ok((run_cmds, Outcome::Tasks { ids, failures })) => {
                     cmds.extend(run_cmds);
+                    started = ids.len() as u32;
                     if !ids.is_empty() {
                         let words: Vec<String> = ids.iter().map(|id| task_word(id)).collect();
                         event(
@@ -953,7 +975,11 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>) -> Result<Vec<Command>
     if s != **svc {
         cmds.push(Command::PutService(s));
     }
-    Ok(cmds)
+    Ok(Step {
+        cmds,
+        started,
+        more: shortfall > wanted && started == wanted,
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -44,6 +44,9 @@ const SNAPSHOT_EVERY: u64 = 1000;
 /// Most requests planned into one commit.
 const MAX_BATCH: usize = 256;
 
+/// Service tasks one commit starts at most (see `Owner::process`).
+const SERVICE_LAUNCHES_PER_COMMIT: u32 = crate::service::LAUNCHES_PER_STEP;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
@@ -907,8 +910,13 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             for k in keys {
                 let base = working.as_ref().unwrap_or(m);
                 // One service's trouble never stalls the others.
-                let step = match crate::service::plan_step(base, &k, ctx) {
-                    Ok(step) => step,
+                let step = match crate::service::plan_step(
+                    base,
+                    &k,
+                    ctx,
+                    crate::service::LAUNCHES_PER_STEP,
+                ) {
+                    Ok(step) => step.cmds,
                     Err(e) => {
                         tracing::warn!(service = %k, error = %e, "service step failed");
                         continue;
@@ -1824,6 +1832,7 @@ pub fn start_with(
         wakers: wakers.clone(),
         encoder: SnapshotEncoder::spawn()?,
         encoding: false,
+        more: BTreeSet::new(),
     };
     let join = std::thread::Builder::new()
         .name("berth-state".into())
@@ -1852,6 +1861,9 @@ struct Owner {
     encoder: SnapshotEncoder,
     /// A snapshot is being encoded off-thread.
     encoding: bool,
+    /// Services whose last step wanted more tasks than it could start:
+    /// stepped again in the next commit, which does not wait for a request.
+    more: BTreeSet<String>,
 }
 
 /// Encodes model snapshots on its own thread, so a large model's JSON never
@@ -1885,7 +1897,23 @@ impl SnapshotEncoder {
 impl Owner {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut stopping = false;
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = if self.more.is_empty() {
+                rx.blocking_recv()
+            } else {
+                match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        // Nothing asked: go on placing services' tasks.
+                        self.process(Vec::new());
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(first) = first else {
+                break;
+            };
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -1898,7 +1926,7 @@ impl Owner {
                 }
                 next = rx.try_recv().ok();
             }
-            if !batch.is_empty() {
+            if !batch.is_empty() || !self.more.is_empty() {
                 self.process(batch);
             }
             if stopping {
@@ -1960,43 +1988,55 @@ impl Owner {
             replies.push((env.reply, result));
         }
         // The service scheduler reacts in the same commit to what the batch
-        // changed (a task stopped, an instance drained or joined).
-        let affected = crate::service::affected(&working, &touched);
-        if !affected.is_empty() {
-            for key in affected {
-                let mut ctx = Ctx {
-                    now: now_secs(),
-                    rng: &mut self.rng,
-                    liveness: hb.as_ref(),
-                    settings: &self.settings,
-                };
-                let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    crate::service::plan_step(&working, &key, &mut ctx)
-                }));
-                let cmds = match planned {
-                    Ok(Ok(cmds)) => cmds,
-                    Ok(Err(e)) => {
-                        tracing::warn!(service = %key, error = %e, "service step failed");
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::error!(service = %key, "service step panicked");
-                        continue;
-                    }
-                };
-                match cmds
-                    .iter()
-                    .map(serde_json::to_vec)
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    Ok(bodies) => {
-                        for c in &cmds {
-                            working.apply(c);
-                        }
-                        records.extend(bodies);
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot encode service step"),
+        // changed (a task stopped, an instance drained or joined), and goes
+        // on with services still short of tasks after their last step. A
+        // commit starts at most `SERVICE_LAUNCHES_PER_COMMIT` service tasks;
+        // services left over wait for the next commit, which follows at once.
+        let mut affected = crate::service::affected(&working, &touched);
+        affected.append(&mut self.more);
+        let mut budget = SERVICE_LAUNCHES_PER_COMMIT;
+        for key in affected {
+            if budget == 0 {
+                self.more.insert(key);
+                continue;
+            }
+            let mut ctx = Ctx {
+                now: now_secs(),
+                rng: &mut self.rng,
+                liveness: hb.as_ref(),
+                settings: &self.settings,
+            };
+            let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::service::plan_step(&working, &key, &mut ctx, budget)
+            }));
+            let step = match planned {
+                Ok(Ok(step)) => step,
+                Ok(Err(e)) => {
+                    tracing::warn!(service = %key, error = %e, "service step failed");
+                    continue;
                 }
+                Err(_) => {
+                    tracing::error!(service = %key, "service step panicked");
+                    continue;
+                }
+            };
+            match step
+                .cmds
+                .iter()
+                .map(serde_json::to_vec)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(bodies) => {
+                    for c in &step.cmds {
+                        working.apply(c);
+                    }
+                    records.extend(bodies);
+                    budget = budget.saturating_sub(step.started);
+                    if step.more {
+                        self.more.insert(key);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode service step"),
             }
         }
         if !records.is_empty() {
@@ -2876,6 +2916,131 @@ mod tests {
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
         state.submit(create("lost")).await.unwrap();
         assert!(state.snapshot().clusters.contains_key("lost"));
+        state.stop().await;
+        drop(state);
+        owner.join().unwrap();
+    }
+
+    /// A log that remembers how many tasks each commit created.
+    struct CountingLog {
+        created: Arc<Mutex<Vec<usize>>>,
+        seq: u64,
+    }
+
+    impl CommandLog for CountingLog {
+        fn last_seq(&self) -> u64 {
+            self.seq
+        }
+        fn recover(&self) -> Result<crate::store::Recovered, StoreError> {
+            Ok(crate::store::Recovered::default())
+        }
+        fn append(&mut self, bodies: &[Vec<u8>]) -> Result<u64, StoreError> {
+            let mut n = 0;
+            for b in bodies {
+                if let Ok(Command::PutTasks { tasks, .. }) = serde_json::from_slice(b) {
+                    n += tasks.iter().filter(|t| t.version == 1).count();
+                }
+            }
+            self.created.lock().unwrap().push(n);
+            self.seq += bodies.len() as u64;
+            Ok(self.seq)
+        }
+        fn write_snapshot(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let log = CountingLog {
+            created: created.clone(),
+            seq: 0,
+        };
+        let (state, owner) =
+            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        let submit = |r: Request| state.submit(r);
+        submit(Request::CreateCluster {
+            name: "c".into(),
+            region: "us-east-1".into(),
+            tags: vec![],
+            settings: vec![],
+        })
+        .await
+        .unwrap();
+        let reg = taskdef::validate_register(&json!({
+            "family": "g",
+            "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 8, "cpu": 1}]
+        }))
+        .unwrap();
+        submit(Request::RegisterTaskDef {
+            family: reg.family,
+            definition: reg.definition,
+            tags: vec![],
+            region: "us-east-1".into(),
+        })
+        .await
+        .unwrap();
+        let (_, Outcome::Activation { id, code }) = submit(Request::CreateActivation {
+            iam_role: "r".into(),
+            description: None,
+            default_instance_name: None,
+            registration_limit: 5,
+            expiration: None,
+            tags: vec![],
+        })
+        .await
+        .unwrap() else {
+            panic!("no activation");
+        };
+        for h in 0..5 {
+            let mut r = register_request(&id, &code);
+            r.hostname = format!("h{h}");
+            let (_, out) = submit(Request::RegisterInstance(r)).await.unwrap();
+            let Outcome::Registered { instance_id, .. } = out else {
+                panic!("not registered: {out:?}");
+            };
+            state.heartbeats.beat(&instance_id);
+        }
+        // 5 instances x 1000 MiB / 8 MiB: room for 625 tasks.
+        submit(Request::CreateService(Box::new(
+            crate::service::CreateService {
+                cluster: Some("c".into()),
+                name: "wide".into(),
+                task_definition: "g".into(),
+                desired_count: Some(600),
+                launch_type: "EXTERNAL".into(),
+                scheduling_strategy: "REPLICA".into(),
+                ..Default::default()
+            },
+        )))
+        .await
+        .unwrap();
+        // No request follows (and this owner has no ticker): the owner
+        // steps the service again by itself until every task is placed.
+        let mut snaps = state.subscribe();
+        let placed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let n = snaps.borrow_and_update().tasks.len();
+                if n >= 600 {
+                    return n;
+                }
+                if snaps.changed().await.is_err() {
+                    return n;
+                }
+            }
+        })
+        .await
+        .expect("the service's tasks were never all placed");
+        assert_eq!(placed, 600);
+        let per_commit: Vec<usize> = created.lock().unwrap().clone();
+        let cap = crate::service::LAUNCHES_PER_STEP as usize;
+        assert!(per_commit.iter().all(|n| *n <= cap), "{per_commit:?}");
+        assert_eq!(
+            per_commit.iter().filter(|n| **n > 0).count(),
+            3,
+            "{per_commit:?}"
+        );
         state.stop().await;
         drop(state);
         owner.join().unwrap();

@@ -757,3 +757,47 @@ async fn circuit_breaker_counts_tasks_that_fail_health_checks() {
                 && x["taskDefinitionArn"] == bad.as_str()
         ));
 }
+
+#[tokio::test]
+async fn a_large_service_is_placed_in_steps_of_at_most_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(dir.path()).await;
+    t.ok("CreateCluster", json!({"clusterName": "big"})).await;
+    let mut agents = Vec::new();
+    for az in ["a", "b", "c", "a", "b"] {
+        agents.push(Agent::join(&t, "big", az).await);
+    }
+    register_web(&t, "one").await;
+    t.ok(
+        "CreateService",
+        json!({"cluster": "big", "serviceName": "wide", "taskDefinition": "web",
+               "desiredCount": 600}),
+    )
+    .await;
+    // Every task is placed without any agent reporting (the state owner
+    // steps the service again by itself: `state` tests show that alone).
+    let mut s = describe(&t, "big", "wide").await;
+    for _ in 0..100 {
+        if s["pendingCount"] == 600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s = describe(&t, "big", "wide").await;
+    }
+    assert_eq!(s["pendingCount"], 600, "{s}");
+    let started: Vec<u32> = messages(&s)
+        .iter()
+        .filter_map(|m| m.strip_prefix("(service wide) has started "))
+        .filter_map(|m| m.split(' ').next()?.parse().ok())
+        .collect();
+    let cap = berth_coordinator::service::LAUNCHES_PER_STEP;
+    assert_eq!(started.iter().sum::<u32>(), 600, "{started:?}");
+    assert!(started.iter().all(|n| *n <= cap), "{started:?}");
+    assert!(started.len() >= 3, "{started:?}");
+    // Nothing overcommitted: every agent holds at most what fits.
+    for a in &agents {
+        let r = t.poll(&a.auth, 0, 0).await;
+        let n = r.body["tasks"].as_array().map_or(0, |v| v.len());
+        assert!(n <= 128, "{} tasks on one 8 GiB agent", n);
+    }
+}

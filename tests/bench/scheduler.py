@@ -3,8 +3,9 @@
 
 Run from the repository root:
 
-    python3 tests/bench/scheduler.py [--hosts 5000] [--tasks 100000] [--clients 8]
-                                     [--per-call 10] [--no-build] [--json OUT]
+    python3 tests/bench/scheduler.py [--hosts 5000] [--tasks 50000] [--clients 8]
+                                     [--per-call 10] [--services 10]
+                                     [--service-tasks 5000] [--no-build] [--json OUT]
 
 It builds release binaries (`cargo build --release -p berth-coordinator
 --bins`), starts `berth-coordinator` on 127.0.0.1 with a fresh data dir, and
@@ -14,11 +15,15 @@ and SSM APIs) registers HOSTS simulated container instances (4096 CPU /
 10th bronze), holds one long-poll per instance, registers a task definition
 (host network, 128 CPU / 512 MiB), places TASKS tasks with RunTask (count
 PER_CALL, CLIENTS concurrent clients, binpack on memory, memberOf
-`attribute:bench.tier == gold`), and plays every agent (RUNNING reports after
-5 ms). It prints placements/s, RunTask p50/p99, desired-state-to-agent
-p50/p99 (task createdAt → poll answer carrying it), errors, and the
-coordinator's peak RSS (VmHWM from /proc/PID/status). Every process it starts
-is stopped by its PID; the temp dir is removed.
+`attribute:bench.tier == gold`) while it creates SERVICES REPLICA services
+of SERVICE_TASKS tasks each with the same placement rules (by default
+50,000 + 10 x 5,000 = 100,000 tasks), and plays every agent (RUNNING reports
+after 5 ms). It prints placements/s over all of them (first request to the
+last task's createdAt), RunTask p50/p99, desired-state-to-agent p50/p99
+(task createdAt → poll answer carrying it, RunTask and service tasks
+together), errors, and the coordinator's peak RSS (VmHWM from
+/proc/PID/status). Every process it starts is stopped by its PID; the temp
+dir is removed.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ def vm_hwm_kib(pid: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=5000)
-    ap.add_argument("--tasks", type=int, default=100000)
+    ap.add_argument("--tasks", type=int, default=50000)
+    ap.add_argument("--services", type=int, default=10)
+    ap.add_argument("--service-tasks", type=int, default=5000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-call", type=int, default=10)
     ap.add_argument("--no-build", action="store_true")
@@ -85,7 +92,9 @@ def main() -> int:
                  "--hosts", str(args.hosts), "--cluster", "bench",
                  "--credentials", str(data / "credentials"),
                  "--tasks", str(args.tasks), "--clients", str(args.clients),
-                 "--per-call", str(args.per_call)],
+                 "--per-call", str(args.per_call),
+                 "--services", str(args.services),
+                 "--service-tasks", str(args.service_tasks)],
                 stdout=subprocess.PIPE, text=True, env=dict(env, BERTH_LOG="info"),
             )
             hwm = vm_hwm_kib(coord.pid)
@@ -112,7 +121,7 @@ def main() -> int:
         ("placements/s >= 5000", result["placements_per_sec"] >= 5000),
         ("RunTask p99 < 50 ms", (result["runtask_ms"]["p99"] or 1e9) < 50),
         ("desired state to agent p99 < 200 ms",
-         (result["to_agent_from_created_ms"]["p99"] or 1e9) < 200),
+         (result["all_to_agent_from_created_ms"]["p99"] or 1e9) < 200),
         ("coordinator RSS < 2 GiB", result["coordinator_peak_rss_mib"] < 2048),
     ]
     for name, ok in targets:

@@ -4,10 +4,13 @@
 //! (long-poll with the known version; desired RUNNING → report RUNNING after a
 //! small delay, desired STOPPED → report STOPPED, per-instance report `seq` as
 //! the real agent keeps it), and optionally drives RunTask from several
-//! concurrent clients, then prints one JSON line of measurements:
-//! RunTask latency, placements per second, and "desired state to agent"
-//! latency (task `createdAt` as the coordinator committed it → first poll
-//! answer carrying the task, on the same machine's clock).
+//! concurrent clients while creating REPLICA services with the same
+//! placement rules, then prints one JSON line of measurements: RunTask
+//! latency, placements per second (RunTask and service tasks together, up
+//! to the last task's `createdAt`), and "desired state to agent" latency
+//! (task `createdAt` as the coordinator committed it → first poll answer
+//! carrying the task, on the same machine's clock; service tasks'
+//! `createdAt` is read back with ListTasks/DescribeTasks afterwards).
 //!
 //! Pure parts (what an agent reports for a desired state, percentiles) are
 //! in `sim` below with table tests; everything else is I/O.
@@ -92,6 +95,13 @@ struct Args {
     /// With --tasks 0: how long to play the agents before exiting.
     #[arg(long, default_value_t = 0)]
     hold_secs: u64,
+    /// REPLICA services created (with the same placement rules as RunTask)
+    /// while the RunTask clients run.
+    #[arg(long, default_value_t = 0)]
+    services: usize,
+    /// desiredCount of each service.
+    #[arg(long, default_value_t = 0)]
+    service_tasks: usize,
 }
 
 mod sim {
@@ -697,6 +707,95 @@ struct Driven {
     errors: Vec<String>,
 }
 
+/// The placement rules every RunTask and service of the run uses.
+fn placement(args: &Args, req: &mut Value) {
+    req["placementStrategy"] = json!([{"type": "binpack", "field": "memory"}]);
+    if !args.member_of.is_empty() {
+        req["placementConstraints"] = json!([{"type": "memberOf", "expression": args.member_of}]);
+    }
+}
+
+fn service_name(k: usize) -> String {
+    format!("simbench-svc-{k}")
+}
+
+/// Creates the services, one after another; answers when the last was
+/// accepted and the epoch seconds before the first was sent.
+async fn create_services(args: &Args, addr: SocketAddr, key: &AccessKey) -> anyhow::Result<f64> {
+    let mut conn = Conn::new(addr);
+    let started = epoch_now();
+    for k in 0..args.services {
+        let mut req = json!({
+            "cluster": args.cluster, "serviceName": service_name(k),
+            "taskDefinition": args.family, "desiredCount": args.service_tasks,
+            "launchType": "EXTERNAL",
+        });
+        placement(args, &mut req);
+        let (st, body) = aws(
+            &mut conn,
+            key,
+            &args.region,
+            "AmazonEC2ContainerServiceV20141113.CreateService",
+            &req,
+        )
+        .await?;
+        if st != 200 {
+            bail!("CreateService: {st} {body}");
+        }
+    }
+    Ok(started)
+}
+
+/// Every service task's ARN → `createdAt`, read back after the run.
+async fn service_tasks(
+    args: &Args,
+    addr: SocketAddr,
+    key: &AccessKey,
+) -> anyhow::Result<HashMap<String, f64>> {
+    let mut conn = Conn::new(addr);
+    let ecs = |a: &str| format!("AmazonEC2ContainerServiceV20141113.{a}");
+    let mut out = HashMap::new();
+    for k in 0..args.services {
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = json!({"cluster": args.cluster, "serviceName": service_name(k),
+                                 "maxResults": 100});
+            if let Some(t) = &token {
+                req["nextToken"] = json!(t);
+            }
+            let (st, body) = aws(&mut conn, key, &args.region, &ecs("ListTasks"), &req).await?;
+            if st != 200 {
+                bail!("ListTasks: {st} {body}");
+            }
+            let arns: Vec<Value> = body["taskArns"].as_array().cloned().unwrap_or_default();
+            if !arns.is_empty() {
+                let (st, d) = aws(
+                    &mut conn,
+                    key,
+                    &args.region,
+                    &ecs("DescribeTasks"),
+                    &json!({"cluster": args.cluster, "tasks": arns}),
+                )
+                .await?;
+                if st != 200 {
+                    bail!("DescribeTasks: {st} {d}");
+                }
+                for t in d["tasks"].as_array().into_iter().flatten() {
+                    if let (Some(arn), Some(at)) = (t["taskArn"].as_str(), t["createdAt"].as_f64())
+                    {
+                        out.insert(arn.to_string(), at);
+                    }
+                }
+            }
+            token = body["nextToken"].as_str().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn drive(args: &Args, addr: SocketAddr, key: &AccessKey) -> anyhow::Result<(Driven, f64)> {
     let claimed = Arc::new(AtomicUsize::new(0));
     let calls = args.tasks.div_ceil(args.per_call.max(1));
@@ -713,12 +812,8 @@ async fn drive(args: &Args, addr: SocketAddr, key: &AccessKey) -> anyhow::Result
                 let mut req = json!({
                     "cluster": args.cluster, "taskDefinition": args.family,
                     "count": args.per_call,
-                    "placementStrategy": [{"type": "binpack", "field": "memory"}],
                 });
-                if !args.member_of.is_empty() {
-                    req["placementConstraints"] =
-                        json!([{"type": "memberOf", "expression": args.member_of}]);
-                }
+                placement(&args, &mut req);
                 let sent = epoch_now();
                 let t0 = Instant::now();
                 let r = aws(
@@ -821,7 +916,7 @@ async fn main() -> anyhow::Result<()> {
     let connect_secs = t1.elapsed().as_secs_f64();
     tracing::info!(secs = connect_secs, "every agent is polling");
 
-    if args.tasks == 0 {
+    if args.tasks == 0 && args.services == 0 {
         tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
         println!(
             "{}",
@@ -851,31 +946,51 @@ async fn main() -> anyhow::Result<()> {
         bail!("RegisterTaskDefinition: {body}");
     }
 
-    let (driven, drive_secs) = drive(&args, addr, &key).await?;
+    let drive_started = epoch_now();
+    let (driven, services_started) = {
+        let (d, s) = tokio::join!(drive(&args, addr, &key), async {
+            if args.services == 0 {
+                return Ok(None);
+            }
+            create_services(&args, addr, &key).await.map(Some)
+        });
+        (d?, s?)
+    };
+    let (driven, drive_secs) = driven;
     let placed = driven.placed.len();
     tracing::info!(placed, secs = drive_secs, "RunTask phase done");
-    // Wait for every placed task to reach its agent.
+    let want_service = args.services * args.service_tasks;
+    // Wait for every RunTask task and every service task to reach its agent.
     let t2 = Instant::now();
     loop {
-        let got = match stats.received.lock() {
-            Ok(g) => driven.placed.keys().filter(|k| g.contains_key(*k)).count(),
-            Err(p) => {
-                let g = p.into_inner();
-                driven.placed.keys().filter(|k| g.contains_key(*k)).count()
-            }
+        let (got, services_got) = {
+            let g = match stats.received.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let got = driven.placed.keys().filter(|k| g.contains_key(*k)).count();
+            (got, g.len().saturating_sub(got))
         };
-        if got >= placed || t2.elapsed() > Duration::from_secs(args.drain_secs) {
+        if (got >= placed && services_got >= want_service)
+            || t2.elapsed() > Duration::from_secs(args.drain_secs)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (mut from_commit, mut from_send, missing) = {
+    let service_created = if args.services > 0 {
+        service_tasks(&args, addr, &key).await?
+    } else {
+        HashMap::new()
+    };
+    let (mut from_commit, mut from_send, mut service_from_commit, missing) = {
         let g = match stats.received.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let mut a = Vec::new();
         let mut b = Vec::new();
+        let mut c = Vec::new();
         let mut missing = 0usize;
         for (arn, (created, sent)) in &driven.placed {
             match g.get(arn) {
@@ -886,8 +1001,28 @@ async fn main() -> anyhow::Result<()> {
                 None => missing += 1,
             }
         }
-        (a, b, missing)
+        for (arn, created) in &service_created {
+            match g.get(arn) {
+                Some(at) => c.push((at - created).max(0.0)),
+                None => missing += 1,
+            }
+        }
+        (a, b, c, missing)
     };
+    // Placements per second over RunTask and service tasks together: from
+    // the first request to the last task's createdAt.
+    let last_created = driven
+        .placed
+        .values()
+        .map(|(created, _)| *created)
+        .chain(service_created.values().copied())
+        .fold(drive_started, f64::max);
+    let total_placed = placed + service_created.len();
+    let mut all_to_agent: Vec<f64> = from_commit
+        .iter()
+        .chain(&service_from_commit)
+        .copied()
+        .collect();
     let mut lat = driven.latencies.clone();
     // Give the RUNNING reports a moment to land before reading counters.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -903,13 +1038,27 @@ async fn main() -> anyhow::Result<()> {
         "register_secs": register_secs,
         "connect_secs": connect_secs,
         "drive_secs": drive_secs,
-        "placements_per_sec": placed as f64 / drive_secs.max(1e-9),
+        "services": args.services,
+        "service_tasks_placed": service_created.len(),
+        "service_create_to_last_created_secs":
+            services_started.map(|t| (last_created - t).max(0.0)),
+        "tasks_placed_total": total_placed,
+        "placements_per_sec": total_placed as f64 / (last_created - drive_started).max(1e-9),
+        "runtask_placements_per_sec": placed as f64 / drive_secs.max(1e-9),
         "runtask_ms": {"p50": ms(sim::percentile(&mut lat, 50.0)),
                        "p99": ms(sim::percentile(&mut lat, 99.0)),
                        "max": ms(sim::percentile(&mut lat, 100.0))},
         "to_agent_from_created_ms": {"p50": ms(sim::percentile(&mut from_commit, 50.0)),
                                      "p99": ms(sim::percentile(&mut from_commit, 99.0)),
                                      "max": ms(sim::percentile(&mut from_commit, 100.0))},
+        "service_to_agent_from_created_ms": {
+            "p50": ms(sim::percentile(&mut service_from_commit, 50.0)),
+            "p99": ms(sim::percentile(&mut service_from_commit, 99.0)),
+            "max": ms(sim::percentile(&mut service_from_commit, 100.0))},
+        "all_to_agent_from_created_ms": {
+            "p50": ms(sim::percentile(&mut all_to_agent, 50.0)),
+            "p99": ms(sim::percentile(&mut all_to_agent, 99.0)),
+            "max": ms(sim::percentile(&mut all_to_agent, 100.0))},
         "to_agent_from_send_ms": {"p50": ms(sim::percentile(&mut from_send, 50.0)),
                                   "p99": ms(sim::percentile(&mut from_send, 99.0))},
         "not_received": missing,

@@ -486,10 +486,11 @@ pub struct Model {
     /// Services by `cluster/name`.
     #[serde(default)]
     pub services: PMap<String, Arc<Service>>,
-    /// Derived index (rebuilt on load): service key → ids of the tasks of
-    /// its group (`service:NAME`), active or STOPPED.
+    /// Derived index (rebuilt on load): service key → the tasks of its
+    /// group (`service:NAME`), active or STOPPED, by id. Persistent, so a
+    /// commit adding one task to a large service copies a path, not the set.
     #[serde(skip)]
-    pub tasks_by_service: PMap<String, Arc<BTreeSet<String>>>,
+    pub tasks_by_service: PMap<String, PMap<String, Arc<Task>>>,
     /// Capacity providers by name (ACTIVE and INACTIVE).
     #[serde(default)]
     pub capacity_providers: BTreeMap<String, Arc<crate::capacity::CapacityProvider>>,
@@ -590,25 +591,25 @@ impl Model {
             idx.entry(t.instance_id.clone()).or_default().add(t);
         }
         self.active_by_instance = idx.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        let mut by_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut by_service: PMap<String, PMap<String, Arc<Task>>> = PMap::new();
         for t in self.tasks.values() {
             if let Some(k) = task_service_key(t) {
-                by_service.entry(k).or_default().insert(t.id.clone());
+                by_service
+                    .entry(k)
+                    .or_default()
+                    .insert(t.id.clone(), t.clone());
             }
         }
-        self.tasks_by_service = by_service
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
+        self.tasks_by_service = by_service;
     }
 
-    /// Tasks (active and STOPPED) of the service `key`.
+    /// Tasks (active and STOPPED) of the service `key`, by id.
     pub fn service_tasks(&self, key: &str) -> Vec<Arc<Task>> {
         self.tasks_by_service
             .get(key)
             .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id).cloned())
+            .flat_map(|tasks| tasks.values())
+            .cloned()
             .collect()
     }
 
@@ -735,7 +736,7 @@ impl Model {
                         if let Some(t) = self.tasks.remove(id) {
                             if let Some(k) = task_service_key(&t) {
                                 if let Some(set) = self.tasks_by_service.get_mut(&k) {
-                                    Arc::make_mut(set).remove(id);
+                                    set.remove(id);
                                     if set.is_empty() {
                                         self.tasks_by_service.remove(&k);
                                     }
@@ -892,10 +893,11 @@ impl Model {
                 .or_default();
             Arc::make_mut(set).add(&stored);
         }
-        if old.is_none() {
-            if let Some(k) = task_service_key(t) {
-                Arc::make_mut(self.tasks_by_service.entry(k).or_default()).insert(t.id.clone());
-            }
+        if let Some(k) = task_service_key(t) {
+            self.tasks_by_service
+                .entry(k)
+                .or_default()
+                .insert(t.id.clone(), stored.clone());
         }
         self.tasks.insert(t.id.clone(), stored);
         if let Some(i) = self.instances.get_mut(&t.instance_id) {

@@ -990,12 +990,16 @@ mod tests {
         }
     }
 
-    fn fact(id: &str, provider: Option<&str>, healthy: bool) -> crate::service::TaskFacts {
+    fn fact<'a>(
+        id: &'a str,
+        provider: Option<&'a str>,
+        healthy: bool,
+    ) -> crate::service::TaskFacts<'a> {
         crate::service::TaskFacts {
-            id: id.into(),
-            deployment: Some("ecs-svc/1".into()),
-            instance_id: "i".into(),
-            availability_zone: Some("az".into()),
+            id,
+            deployment: Some("ecs-svc/1"),
+            instance_id: "i",
+            availability_zone: Some("az"),
             created_at: 0.0,
             active: true,
             wanted: true,
@@ -1004,7 +1008,7 @@ mod tests {
             on_draining: false,
             failed: false,
             accounted: false,
-            capacity_provider: provider.map(str::to_string),
+            capacity_provider: provider,
         }
     }
 

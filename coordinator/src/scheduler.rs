@@ -249,14 +249,9 @@ impl View<'_> {
     }
 }
 
-/// Keeps the candidates a strategy likes best (lowest key). `spread` is the
-/// strategy's bookkeeping when it spreads over an attribute.
-fn narrow(
-    view: &View<'_>,
-    feasible: Vec<usize>,
-    strategy: &Strategy,
-    spread: Option<&Spread>,
-) -> Vec<usize> {
+/// Keeps (in place) the candidates a strategy likes best (lowest key).
+/// `spread` is the strategy's bookkeeping when it spreads over an attribute.
+fn narrow(view: &View<'_>, best: &mut Vec<usize>, strategy: &Strategy, spread: Option<&Spread>) {
     let key = |i: usize| -> i64 {
         let c = view.get(i);
         match strategy {
@@ -267,10 +262,13 @@ fn narrow(
             Strategy::BinpackMemory => c.memory_remaining,
         }
     };
-    let Some(best) = feasible.iter().map(|&i| key(i)).min() else {
-        return feasible;
+    if matches!(strategy, Strategy::Random) {
+        return;
+    }
+    let Some(min) = best.iter().map(|&i| key(i)).min() else {
+        return;
     };
-    feasible.into_iter().filter(|&i| key(i) == best).collect()
+    best.retain(|&i| key(i) == min);
 }
 
 /// Places `count` copies of a task on any of `cands` (RunTask).
@@ -298,6 +296,7 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
             _ => None,
         })
         .collect();
+    let mut best: Vec<usize> = Vec::with_capacity(feasible.len());
     for _ in 0..count {
         if feasible.is_empty() {
             for i in 0..cands.len() {
@@ -317,9 +316,10 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
             }
             break;
         }
-        let mut best = feasible.clone();
+        best.clear();
+        best.extend_from_slice(&feasible);
         for (s, sp) in need.strategies.iter().zip(&spreads) {
-            best = narrow(&view, best, s, sp.as_ref());
+            narrow(&view, &mut best, s, sp.as_ref());
         }
         let pick = best[rng.gen_range(0..best.len())];
         let ports = take(view.get_mut(pick), need);

@@ -95,12 +95,12 @@ pub fn throttle_delay(failures: u32) -> f64 {
 
 /// What the step sees of one task of the service.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskFacts {
-    pub id: String,
+pub struct TaskFacts<'a> {
+    pub id: &'a str,
     /// `startedBy`: the deployment that started it.
-    pub deployment: Option<String>,
-    pub instance_id: String,
-    pub availability_zone: Option<String>,
+    pub deployment: Option<&'a str>,
+    pub instance_id: &'a str,
+    pub availability_zone: Option<&'a str>,
     pub created_at: f64,
     /// Not STOPPED (holds resources, counts towards maximumPercent).
     pub active: bool,
@@ -117,7 +117,7 @@ pub struct TaskFacts {
     /// STOPPED and already counted by an earlier step.
     pub accounted: bool,
     /// The capacity provider it was placed through, if any.
-    pub capacity_provider: Option<String>,
+    pub capacity_provider: Option<&'a str>,
 }
 
 /// What one step decided.
@@ -194,15 +194,18 @@ fn task_word(id: &str) -> String {
 /// Picks `n` of `cands` to stop: unhealthy first (oldest first), then from
 /// the availability zone holding the most of `population`, oldest first.
 pub fn pick_to_stop(cands: &[&TaskFacts], population: &[&TaskFacts], n: usize) -> Vec<String> {
+    if n == 0 || cands.is_empty() {
+        return Vec::new();
+    }
     let mut left: Vec<&TaskFacts> = cands.to_vec();
     left.sort_by(|a, b| {
         a.created_at
             .total_cmp(&b.created_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let mut per_az: BTreeMap<Option<String>, usize> = BTreeMap::new();
+    let mut per_az: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     for t in population {
-        *per_az.entry(t.availability_zone.clone()).or_default() += 1;
+        *per_az.entry(t.availability_zone).or_default() += 1;
     }
     let mut out = Vec::new();
     while out.len() < n && !left.is_empty() {
@@ -218,7 +221,7 @@ pub fn pick_to_stop(cands: &[&TaskFacts], population: &[&TaskFacts], n: usize) -
         if let Some(c) = per_az.get_mut(&t.availability_zone) {
             *c = c.saturating_sub(1);
         }
-        out.push(t.id.clone());
+        out.push(t.id.to_string());
     }
     out
 }
@@ -243,13 +246,13 @@ pub fn service_step(
     let mut new_failures = 0u32;
     let mut accounted = Vec::new();
     for t in tasks.iter().filter(|t| !t.active && !t.accounted) {
-        accounted.push(t.id.clone());
+        accounted.push(t.id.to_string());
         if t.failed {
             new_failures += 1;
             if let Some(d) = s
                 .deployments
                 .iter_mut()
-                .find(|d| Some(&d.id) == t.deployment.as_ref())
+                .find(|d| Some(d.id.as_str()) == t.deployment)
             {
                 d.failed_tasks += 1;
                 d.updated_at = now;
@@ -337,7 +340,7 @@ pub fn service_step(
 
     if s.status != "ACTIVE" {
         // DRAINING (deleted): stop everything, then become INACTIVE.
-        stop.extend(active.iter().filter(|t| t.wanted).map(|t| t.id.clone()));
+        stop.extend(active.iter().filter(|t| t.wanted).map(|t| t.id.to_string()));
         if active.is_empty() {
             s.status = "INACTIVE".into();
             s.deployments.clear();
@@ -354,19 +357,19 @@ pub fn service_step(
                     t.id
                 ),
             );
-            stop.push(t.id.clone());
+            stop.push(t.id.to_string());
         }
-        let is_primary = |t: &TaskFacts| t.deployment.as_deref() == Some(p.id.as_str());
+        let is_primary = |t: &TaskFacts| t.deployment == Some(p.id.as_str());
         let can_launch = p.rollout_state != "FAILED" && now >= s.next_launch_at;
         if s.scheduling_strategy == "DAEMON" {
-            let targets: BTreeSet<&String> = daemon_targets.iter().map(|(i, _)| i).collect();
-            let mut per_instance: BTreeMap<&String, Vec<&TaskFacts>> = BTreeMap::new();
+            let targets: BTreeSet<&str> = daemon_targets.iter().map(|(i, _)| i.as_str()).collect();
+            let mut per_instance: BTreeMap<&str, Vec<&TaskFacts>> = BTreeMap::new();
             for t in &active {
-                per_instance.entry(&t.instance_id).or_default().push(t);
+                per_instance.entry(t.instance_id).or_default().push(t);
             }
             for (inst, ts) in &per_instance {
                 if !targets.contains(inst) {
-                    stop.extend(ts.iter().filter(|t| t.wanted).map(|t| t.id.clone()));
+                    stop.extend(ts.iter().filter(|t| t.wanted).map(|t| t.id.to_string()));
                     continue;
                 }
                 let mut kept_primary = false;
@@ -374,14 +377,14 @@ pub fn service_step(
                     if is_primary(t) && !kept_primary {
                         kept_primary = true;
                     } else {
-                        stop.push(t.id.clone());
+                        stop.push(t.id.to_string());
                     }
                 }
             }
             if can_launch {
                 start_on = daemon_targets
                     .iter()
-                    .filter(|(i, connected)| *connected && !per_instance.contains_key(i))
+                    .filter(|(i, connected)| *connected && !per_instance.contains_key(i.as_str()))
                     .map(|(i, _)| i.clone())
                     .collect();
             }
@@ -429,7 +432,7 @@ pub fn service_step(
             let mut room_to_stop = healthy.saturating_sub(min_ok) as usize;
             let unhealthy_old: Vec<&TaskFacts> =
                 old.iter().copied().filter(|t| !t.healthy).collect();
-            stop.extend(unhealthy_old.iter().map(|t| t.id.clone()));
+            stop.extend(unhealthy_old.iter().map(|t| t.id.to_string()));
             let healthy_old: Vec<&TaskFacts> = old.iter().copied().filter(|t| t.healthy).collect();
             room_to_stop = room_to_stop.min(healthy_old.len());
             stop.extend(pick_to_stop(&healthy_old, &population, room_to_stop));
@@ -458,7 +461,7 @@ pub fn service_step(
     }
 
     // 3. Deployments: counts, retirement of drained ones, completion.
-    let stopping: BTreeSet<&String> = stop.iter().collect();
+    let stopping: BTreeSet<&str> = stop.iter().map(String::as_str).collect();
     let live = |dep: &str| {
         active
             .iter()
@@ -478,7 +481,7 @@ pub fn service_step(
             let n = active
                 .iter()
                 .filter(|t| t.deployment.as_deref() == Some(d.id.as_str()) && t.wanted)
-                .filter(|t| !stopping.contains(&t.id))
+                .filter(|t| !stopping.contains(t.id))
                 .count() as u32;
             if n < d.desired_count {
                 d.desired_count = n;
@@ -610,13 +613,13 @@ pub fn stopped_before_healthy(
 /// The step's view of a task. A task on an instance that is not ACTIVE
 /// (DRAINING) or whose agent is disconnected (no poll within the agent
 /// timeout) is to be replaced elsewhere, within the deployment limits.
-pub fn facts(
+pub fn facts<'a>(
     m: &Model,
-    t: &Task,
+    t: &'a Task,
     settle: f64,
     now: f64,
     connected: &dyn Fn(&str) -> bool,
-) -> TaskFacts {
+) -> TaskFacts<'a> {
     let stopped = !t.is_active();
     let by_scheduler = matches!(
         t.stop_code,
@@ -630,10 +633,10 @@ pub fn facts(
         settle,
     );
     TaskFacts {
-        id: t.id.clone(),
-        deployment: t.started_by.clone(),
-        instance_id: t.instance_id.clone(),
-        availability_zone: t.availability_zone.clone(),
+        id: &t.id,
+        deployment: t.started_by.as_deref(),
+        instance_id: &t.instance_id,
+        availability_zone: t.availability_zone.as_deref(),
         created_at: t.created_at,
         active: !stopped,
         wanted: !stopped && t.desired_status == DesiredStatus::Running,
@@ -645,7 +648,7 @@ pub fn facts(
             .is_none_or(|i| i.status != "ACTIVE")
             || !connected(&t.instance_id),
         accounted: t.service_accounted,
-        capacity_provider: t.capacity_provider_name.clone(),
+        capacity_provider: t.capacity_provider_name.as_deref(),
         failed: stopped
             && never_healthy
             && (!by_scheduler || t.stopped_reason.as_deref() == Some(HEALTH_CHECK_FAILED)),
@@ -793,10 +796,14 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>, cap: u32) -> Result<St
     let Some(svc) = m.services.get(key) else {
         return Ok(Step::default());
     };
-    let tasks = m.service_tasks(key);
     if svc.status == "INACTIVE" {
         return Ok(Step::default());
     }
+    let tasks: Vec<&Arc<Task>> = m
+        .tasks_by_service
+        .get(key)
+        .map(|ts| ts.values().collect())
+        .unwrap_or_default();
     let now = ctx.now;
     let settle = ctx.settings.service_settle_secs;
     let view: Vec<TaskFacts> = tasks
@@ -1450,14 +1457,17 @@ mod tests {
 
     /// `n` tasks of deployment `dep`; `kind`: 'h' healthy RUNNING, 'p'
     /// pending, 's' stopped (failed), 'u' unhealthy, 'd' healthy on DRAINING.
-    fn tasks(dep: &str, spec: &str, az: &[&str]) -> Vec<TaskFacts> {
+    fn tasks(dep: &'static str, spec: &str, az: &[&'static str]) -> Vec<TaskFacts<'static>> {
         spec.chars()
             .enumerate()
             .map(|(i, k)| TaskFacts {
-                id: format!("{}-{i}", dep.trim_start_matches("ecs-svc/")),
-                deployment: Some(dep.to_string()),
-                instance_id: format!("i{}", i % 3),
-                availability_zone: Some(az[i % az.len()].to_string()),
+                // Test facts borrow like the real ones; their ids live on.
+                id: Box::leak(
+                    format!("{}-{i}", dep.trim_start_matches("ecs-svc/")).into_boxed_str(),
+                ),
+                deployment: Some(dep),
+                instance_id: ["i0", "i1", "i2"][i % 3],
+                availability_zone: Some(az[i % az.len()]),
                 created_at: i as f64,
                 active: k != 's',
                 wanted: k != 's',
@@ -1479,9 +1489,9 @@ mod tests {
     fn replica_step_table() {
         let az = ["a", "b", "c"];
         // (name, service, tasks, expected starts, expected stop count)
-        let cat = |a: Vec<TaskFacts>, b: Vec<TaskFacts>| -> Vec<TaskFacts> {
-            a.into_iter().chain(b).collect()
-        };
+        let cat = |a: Vec<TaskFacts<'static>>,
+                   b: Vec<TaskFacts<'static>>|
+         -> Vec<TaskFacts<'static>> { a.into_iter().chain(b).collect() };
         let table: Vec<(&str, Service, Vec<TaskFacts>, u32, usize)> = vec![
             (
                 "fresh service starts all",
@@ -1613,7 +1623,7 @@ mod tests {
             );
             let healthy_left = ts
                 .iter()
-                .filter(|t| t.healthy && !d.stop.contains(&t.id))
+                .filter(|t| t.healthy && !d.stop.iter().any(|s| s == t.id))
                 .count() as u32;
             let healthy_before = ts.iter().filter(|t| t.healthy).count() as u32;
             assert!(
@@ -1655,7 +1665,7 @@ mod tests {
                         );
                         // Agent: stops land, starts become healthy next round.
                         for t in ts.iter_mut() {
-                            if d.stop.contains(&t.id) {
+                            if d.stop.iter().any(|s| s == t.id) {
                                 t.wanted = false;
                                 t.healthy = false;
                             } else if t.active && !t.wanted {
@@ -1671,10 +1681,10 @@ mod tests {
                         );
                         for k in 0..d.start {
                             ts.push(TaskFacts {
-                                id: format!("n{round}-{k}"),
-                                deployment: Some("ecs-svc/2".into()),
-                                instance_id: "i0".into(),
-                                availability_zone: Some("a".into()),
+                                id: Box::leak(format!("n{round}-{k}").into_boxed_str()),
+                                deployment: Some("ecs-svc/2"),
+                                instance_id: "i0",
+                                availability_zone: Some("a"),
                                 created_at: 100.0 + round as f64,
                                 active: true,
                                 wanted: true,
@@ -1788,7 +1798,7 @@ mod tests {
         ts.extend(tasks("ecs-svc/2", "ppp", &["a", "b", "c"]));
         let mut going = tasks("ecs-svc/2", "uuuuuu", &["a", "b", "c"]);
         for (i, t) in going.iter_mut().enumerate() {
-            t.id = format!("going-{i}");
+            t.id = Box::leak(format!("going-{i}").into_boxed_str());
             t.wanted = false;
         }
         ts.extend(going);
@@ -1869,16 +1879,16 @@ mod tests {
         assert_eq!(again.service, d.service, "a steady service does not change");
     }
 
-    fn accounted(mut ts: Vec<TaskFacts>, ids: &[String]) -> Vec<TaskFacts> {
+    fn accounted<'a>(mut ts: Vec<TaskFacts<'a>>, ids: &[String]) -> Vec<TaskFacts<'a>> {
         for t in ts.iter_mut() {
-            if ids.contains(&t.id) {
+            if ids.iter().any(|i| i == t.id) {
                 t.accounted = true;
             }
         }
         ts
     }
 
-    fn cat_all(v: Vec<Vec<TaskFacts>>) -> Vec<TaskFacts> {
+    fn cat_all<'a>(v: Vec<Vec<TaskFacts<'a>>>) -> Vec<TaskFacts<'a>> {
         v.into_iter().flatten().collect()
     }
 

@@ -201,7 +201,7 @@ pub fn pick_to_stop(cands: &[&TaskFacts], population: &[&TaskFacts], n: usize) -
     left.sort_by(|a, b| {
         a.created_at
             .total_cmp(&b.created_at)
-            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.id.cmp(b.id))
     });
     let mut per_az: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     for t in population {
@@ -462,12 +462,7 @@ pub fn service_step(
 
     // 3. Deployments: counts, retirement of drained ones, completion.
     let stopping: BTreeSet<&str> = stop.iter().map(String::as_str).collect();
-    let live = |dep: &str| {
-        active
-            .iter()
-            .filter(|t| t.deployment.as_deref() == Some(dep))
-            .count() as u32
-    };
+    let live = |dep: &str| active.iter().filter(|t| t.deployment == Some(dep)).count() as u32;
     s.deployments
         .retain(|d| d.status == "PRIMARY" || live(&d.id) > 0);
     let desired = s.desired_count;
@@ -480,7 +475,7 @@ pub fn service_step(
         } else {
             let n = active
                 .iter()
-                .filter(|t| t.deployment.as_deref() == Some(d.id.as_str()) && t.wanted)
+                .filter(|t| t.deployment == Some(d.id.as_str()) && t.wanted)
                 .filter(|t| !stopping.contains(t.id))
                 .count() as u32;
             if n < d.desired_count {
@@ -494,7 +489,7 @@ pub fn service_step(
             let pid = s.deployments[pi].id.clone();
             let of_primary: Vec<&&TaskFacts> = active
                 .iter()
-                .filter(|t| t.deployment.as_deref() == Some(pid.as_str()))
+                .filter(|t| t.deployment == Some(pid.as_str()))
                 .collect();
             let steady = s.deployments.len() == 1
                 && stop.is_empty()
@@ -1706,9 +1701,7 @@ mod tests {
                     if done {
                         let live: Vec<&TaskFacts> = ts.iter().filter(|t| t.active).collect();
                         assert_eq!(live.len() as u32, desired);
-                        assert!(live
-                            .iter()
-                            .all(|t| t.deployment.as_deref() == Some("ecs-svc/2")));
+                        assert!(live.iter().all(|t| t.deployment == Some("ecs-svc/2")));
                     }
                 }
             }
@@ -1977,7 +1970,7 @@ mod tests {
         let mut s = svc(0, 0, 100, false);
         s.scheduling_strategy = "DAEMON".into();
         let mut ts = tasks("ecs-svc/2", "hh", &["a"]);
-        ts[0].instance_id = "i1".into();
+        ts[0].instance_id = "i1";
         ts[1].instance_id = "i9".into(); // no longer ACTIVE
                                          // i3's agent is disconnected: counted, but nothing placed there yet.
         let targets = vec![

@@ -1971,8 +1971,8 @@ mod tests {
         s.scheduling_strategy = "DAEMON".into();
         let mut ts = tasks("ecs-svc/2", "hh", &["a"]);
         ts[0].instance_id = "i1";
-        ts[1].instance_id = "i9".into(); // no longer ACTIVE
-                                         // i3's agent is disconnected: counted, but nothing placed there yet.
+        ts[1].instance_id = "i9"; // no longer ACTIVE
+                                  // i3's agent is disconnected: counted, but nothing placed there yet.
         let targets = vec![
             ("i1".to_string(), true),
             ("i2".to_string(), true),
@@ -1980,7 +1980,7 @@ mod tests {
         ];
         let d = service_step(&s, &ts, &targets, 5.0, &mut StdRng::seed_from_u64(1));
         assert_eq!(d.start_on, vec!["i2".to_string()]);
-        assert_eq!(d.stop, vec![ts[1].id.clone()]);
+        assert_eq!(d.stop, vec![ts[1].id]);
         assert_eq!(d.service.desired_count, 3);
     }
 

@@ -24,11 +24,12 @@ use crate::state::{sha256_hex, Outcome, Request, StateHandle};
 /// Longest time a poll is held before answering "no change".
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
-/// A channel answer: HTTP status and JSON body.
-pub type Answer = (u16, serde_json::Value);
+/// A channel answer: HTTP status and the encoded JSON body (encoded once,
+/// straight from the answer's type: poll answers are the channel's bulk).
+pub type Answer = (u16, Vec<u8>);
 
 fn ok<T: Serialize>(v: &T) -> Answer {
-    match serde_json::to_value(v) {
+    match serde_json::to_vec(v) {
         Ok(v) => (200, v),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode channel answer");
@@ -42,10 +43,7 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
         code: code.to_string(),
         message: message.to_string(),
     };
-    (
-        status,
-        serde_json::to_value(body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 fn from_api(e: ApiError) -> Answer {

@@ -60,7 +60,14 @@ pub struct App {
 type Body = Full<Bytes>;
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(
+        status,
+        serde_json::to_vec(body).unwrap_or_default(),
+        request_id,
+    )
+}
+
+fn bytes_response(status: u16, bytes: Vec<u8>, request_id: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
@@ -222,8 +229,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>, request_id: &str) -> Respo
         berth_api::REPORT_PATH => Some(agent_channel::report(&app.state, auth, &body).await),
         _ => None,
     };
-    if let Some((status, value)) = channel {
-        let mut resp = json_response(status, &value, request_id);
+    if let Some((status, bytes)) = channel {
+        let mut resp = bytes_response(status, bytes, request_id);
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -2865,9 +2865,12 @@ mod tests {
         assert!(m.tokens.is_empty());
     }
 
-    /// A log whose appends fail once `fail` is set.
+    /// A log whose appends fail once `fail` is set, and which remembers how
+    /// many tasks each commit created.
+    #[derive(Default)]
     struct FlakyLog {
         fail: Arc<std::sync::atomic::AtomicBool>,
+        created: Arc<Mutex<Vec<usize>>>,
         seq: u64,
     }
 
@@ -2882,6 +2885,13 @@ mod tests {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(StoreError::Corrupt("disk on fire".into()));
             }
+            let mut n = 0;
+            for b in bodies {
+                if let Ok(Command::PutTasks { tasks, .. }) = serde_json::from_slice(b) {
+                    n += tasks.iter().filter(|t| t.version == 1).count();
+                }
+            }
+            self.created.lock().unwrap().push(n);
             self.seq += bodies.len() as u64;
             Ok(self.seq)
         }
@@ -2895,7 +2905,7 @@ mod tests {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let log = FlakyLog {
             fail: fail.clone(),
-            seq: 0,
+            ..FlakyLog::default()
         };
         let (state, owner) =
             start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
@@ -2921,41 +2931,12 @@ mod tests {
         owner.join().unwrap();
     }
 
-    /// A log that remembers how many tasks each commit created.
-    struct CountingLog {
-        created: Arc<Mutex<Vec<usize>>>,
-        seq: u64,
-    }
-
-    impl CommandLog for CountingLog {
-        fn last_seq(&self) -> u64 {
-            self.seq
-        }
-        fn recover(&self) -> Result<crate::store::Recovered, StoreError> {
-            Ok(crate::store::Recovered::default())
-        }
-        fn append(&mut self, bodies: &[Vec<u8>]) -> Result<u64, StoreError> {
-            let mut n = 0;
-            for b in bodies {
-                if let Ok(Command::PutTasks { tasks, .. }) = serde_json::from_slice(b) {
-                    n += tasks.iter().filter(|t| t.version == 1).count();
-                }
-            }
-            self.created.lock().unwrap().push(n);
-            self.seq += bodies.len() as u64;
-            Ok(self.seq)
-        }
-        fn write_snapshot(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
         let created = Arc::new(Mutex::new(Vec::new()));
-        let log = CountingLog {
+        let log = FlakyLog {
             created: created.clone(),
-            seq: 0,
+            ..FlakyLog::default()
         };
         let (state, owner) =
             start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();

@@ -224,28 +224,28 @@ impl Spread {
 /// copy of each instance a task was placed on (the only ones that change).
 struct View<'a> {
     base: &'a [Candidate],
-    /// Per candidate, its copy in `copies` (`u32::MAX`: unchanged).
-    slot: Vec<u32>,
+    /// Per candidate, its copy in `copies` (`usize::MAX`: unchanged).
+    slot: Vec<usize>,
     copies: Vec<Candidate>,
 }
 
 impl View<'_> {
     fn get(&self, i: usize) -> &Candidate {
         match self.slot[i] {
-            u32::MAX => &self.base[i],
-            k => &self.copies[k as usize],
+            usize::MAX => &self.base[i],
+            k => &self.copies[k],
         }
     }
     fn get_mut(&mut self, i: usize) -> &mut Candidate {
-        if self.slot[i] == u32::MAX {
-            self.slot[i] = u32::try_from(self.copies.len()).unwrap_or(u32::MAX - 1);
+        if self.slot[i] == usize::MAX {
+            self.slot[i] = self.copies.len();
             self.copies.push(self.base[i].clone());
         }
-        let k = self.slot[i] as usize;
+        let k = self.slot[i];
         &mut self.copies[k]
     }
     fn changed(&self, i: usize) -> bool {
-        self.slot[i] != u32::MAX
+        self.slot[i] != usize::MAX
     }
 }
 
@@ -282,7 +282,7 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
     let mut plan = Plan::default();
     let mut view = View {
         base: cands,
-        slot: vec![u32::MAX; cands.len()],
+        slot: vec![usize::MAX; cands.len()],
         copies: Vec::new(),
     };
     let mut feasible: Vec<usize> = (0..cands.len())

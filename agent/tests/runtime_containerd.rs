@@ -95,7 +95,9 @@ impl Env {
         std::fs::read_to_string(self.logs.path().join(id).join("stderr")).unwrap_or_default()
     }
 
-    /// create + start + wait with a timeout; returns the exit code.
+    /// create + start + wait with a timeout; returns the exit code once the
+    /// container's log files have settled (the shim copies output to them
+    /// asynchronously, so the last line can land just after the exit).
     async fn run(&self, req: &CreateRequest) -> i32 {
         self.rt.create(req).await.expect("create");
         self.rt.start(&req.id).await.expect("start");
@@ -103,6 +105,21 @@ impl Env {
             .await
             .expect("container did not exit within 30s")
             .expect("wait");
+        let sizes = || {
+            ["stdout", "stderr"].map(|f| {
+                std::fs::metadata(self.logs.path().join(&req.id).join(f)).map_or(0, |m| m.len())
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = sizes();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = sizes();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         code
     }
 }

@@ -1894,6 +1894,24 @@ impl SnapshotEncoder {
     }
 }
 
+/// Encodes `cmds` as log records and applies them to `working`; when one
+/// cannot be encoded, nothing is recorded or applied.
+fn record(
+    working: &mut Model,
+    records: &mut Vec<Vec<u8>>,
+    cmds: &[Command],
+) -> Result<(), serde_json::Error> {
+    let bodies = cmds
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in cmds {
+        working.apply(c);
+    }
+    records.extend(bodies);
+    Ok(())
+}
+
 impl Owner {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut stopping = false;
@@ -1963,26 +1981,18 @@ impl Owner {
                 Err(ApiError::server("internal error"))
             });
             let result = match planned {
-                Ok((cmds, outcome)) => {
-                    let encoded: Result<Vec<Vec<u8>>, _> =
-                        cmds.iter().map(serde_json::to_vec).collect();
-                    match encoded {
-                        Ok(bodies) => {
-                            for c in &cmds {
-                                working.apply(c);
-                            }
-                            records.extend(bodies);
-                            if !working.services.is_empty() {
-                                touched.extend(cmds);
-                            }
-                            Ok(outcome)
+                Ok((cmds, outcome)) => match record(&mut working, &mut records, &cmds) {
+                    Ok(()) => {
+                        if !working.services.is_empty() {
+                            touched.extend(cmds);
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot encode command");
-                            Err(ApiError::server("internal error"))
-                        }
+                        Ok(outcome)
                     }
-                }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode command");
+                        Err(ApiError::server("internal error"))
+                    }
+                },
                 Err(e) => Err(e),
             };
             replies.push((env.reply, result));
@@ -2020,17 +2030,8 @@ impl Owner {
                     continue;
                 }
             };
-            match step
-                .cmds
-                .iter()
-                .map(serde_json::to_vec)
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(bodies) => {
-                    for c in &step.cmds {
-                        working.apply(c);
-                    }
-                    records.extend(bodies);
+            match record(&mut working, &mut records, &step.cmds) {
+                Ok(()) => {
                     budget = budget.saturating_sub(step.started);
                     if step.more {
                         self.more.insert(key);

@@ -249,34 +249,84 @@ impl View<'_> {
     }
 }
 
-/// Keeps (in place) the candidates a strategy likes best (lowest key).
-/// `spread` is the strategy's bookkeeping when it spreads over an attribute.
-fn narrow(view: &View<'_>, best: &mut Vec<usize>, strategy: &Strategy, spread: Option<&Spread>) {
-    let key = |i: usize| -> i64 {
-        let c = view.get(i);
-        match strategy {
-            Strategy::Random => 0,
-            Strategy::SpreadInstance => i64::from(c.group_tasks),
-            Strategy::SpreadAttribute(_) => spread.map_or(0, |s| s.totals[s.slot_of[i]]),
-            Strategy::BinpackCpu => c.cpu_remaining,
-            Strategy::BinpackMemory => c.memory_remaining,
-        }
-    };
-    if matches!(strategy, Strategy::Random) {
-        return;
+/// The strategies' preference for candidate `i`, one key per strategy
+/// (lower is better; ties fall to the next strategy, then to the RNG).
+/// `spreads` holds each strategy's bookkeeping when it spreads over an
+/// attribute.
+fn key(view: &View<'_>, i: usize, strategy: &Strategy, spread: Option<&Spread>) -> i64 {
+    let c = view.get(i);
+    match strategy {
+        Strategy::Random => 0,
+        Strategy::SpreadInstance => i64::from(c.group_tasks),
+        Strategy::SpreadAttribute(_) => spread.map_or(0, |s| s.totals[s.slot_of[i]]),
+        Strategy::BinpackCpu => c.cpu_remaining,
+        Strategy::BinpackMemory => c.memory_remaining,
     }
-    let Some(min) = best.iter().map(|&i| key(i)).min() else {
-        return;
-    };
-    best.retain(|&i| key(i) == min);
+}
+
+/// The candidates every strategy in turn likes best: those whose keys,
+/// compared in strategy order, equal the least (`min`), kept in index order.
+struct Best<'n> {
+    strategies: &'n [Strategy],
+    members: Vec<usize>,
+    min: Vec<i64>,
+}
+
+impl Best<'_> {
+    /// How `i`'s keys compare with the least.
+    fn cmp(&self, view: &View<'_>, spreads: &[Option<Spread>], i: usize) -> std::cmp::Ordering {
+        for ((s, sp), m) in self.strategies.iter().zip(spreads).zip(&self.min) {
+            match key(view, i, s, sp.as_ref()).cmp(m) {
+                std::cmp::Ordering::Equal => {}
+                other => return other,
+            }
+        }
+        std::cmp::Ordering::Equal
+    }
+
+    fn set_min(&mut self, view: &View<'_>, spreads: &[Option<Spread>], i: usize) {
+        self.min.clear();
+        self.min.extend(
+            self.strategies
+                .iter()
+                .zip(spreads)
+                .map(|(s, sp)| key(view, i, s, sp.as_ref())),
+        );
+    }
+
+    /// Recomputes the members from all of `feasible` (one pass).
+    fn rebuild(&mut self, view: &View<'_>, spreads: &[Option<Spread>], feasible: &[usize]) {
+        self.members.clear();
+        for &i in feasible {
+            let order = if self.members.is_empty() {
+                std::cmp::Ordering::Less
+            } else {
+                self.cmp(view, spreads, i)
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    self.set_min(view, spreads, i);
+                    self.members.clear();
+                    self.members.push(i);
+                }
+                std::cmp::Ordering::Equal => self.members.push(i),
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+    }
 }
 
 /// Places `count` copies of a task on any of `cands` (RunTask).
 ///
-/// Placing a task changes only the instance it lands on, so feasibility is
-/// decided once per candidate and afterwards re-checked only for the
-/// instance just used; attribute-spread totals are likewise updated, not
-/// recomputed. The result equals re-filtering every candidate per task.
+/// Placing a task changes only the instance it lands on (and, for an
+/// attribute spread, the total of that instance's value, which only grows).
+/// So feasibility is decided once per candidate and afterwards re-checked
+/// only for the instance just used, and the strategies' best set is kept
+/// rather than recomputed: the instance used may leave it, or become its
+/// only member when its keys dropped below the least (binpack); members of a
+/// grown spread total leave it; only when it empties is it rebuilt from all
+/// feasible candidates. The plan equals re-filtering and re-ranking every
+/// candidate per task, RNG draws included (`tests::matches_the_per_task_reference`).
 /// `cands` is only read: deductions go to copies of the instances used.
 pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng) -> Plan {
     let mut plan = Plan::default();
@@ -296,7 +346,13 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
             _ => None,
         })
         .collect();
-    let mut best: Vec<usize> = Vec::with_capacity(feasible.len());
+    let spreads_attribute = spreads.iter().any(Option::is_some);
+    let mut best = Best {
+        strategies: &need.strategies,
+        members: Vec::new(),
+        min: Vec::with_capacity(need.strategies.len()),
+    };
+    best.rebuild(&view, &spreads, &feasible);
     for _ in 0..count {
         if feasible.is_empty() {
             for i in 0..cands.len() {
@@ -316,21 +372,36 @@ pub fn place(cands: &[Candidate], need: &Need, count: usize, rng: &mut impl Rng)
             }
             break;
         }
-        best.clear();
-        best.extend_from_slice(&feasible);
-        for (s, sp) in need.strategies.iter().zip(&spreads) {
-            narrow(&view, &mut best, s, sp.as_ref());
-        }
-        let pick = best[rng.gen_range(0..best.len())];
+        let pick = best.members[rng.gen_range(0..best.members.len())];
         let ports = take(view.get_mut(pick), need);
         for sp in spreads.iter_mut().flatten() {
             sp.totals[sp.slot_of[pick]] += 1;
         }
         plan.ports.push(ports);
+        plan.placements.push(view.get(pick).id.clone());
         if need.distinct_instance || check(view.get(pick), need).is_err() {
             feasible.retain(|&i| i != pick);
+            best.members.retain(|&i| i != pick);
+        } else {
+            match best.cmp(&view, &spreads, pick) {
+                std::cmp::Ordering::Less => {
+                    best.set_min(&view, &spreads, pick);
+                    best.members.clear();
+                    best.members.push(pick);
+                }
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => best.members.retain(|&i| i != pick),
+            }
         }
-        plan.placements.push(view.get(pick).id.clone());
+        if spreads_attribute {
+            let (v, sp) = (&view, &spreads);
+            let mut members = std::mem::take(&mut best.members);
+            members.retain(|&i| best.cmp(v, sp, i) == std::cmp::Ordering::Equal);
+            best.members = members;
+        }
+        if best.members.is_empty() {
+            best.rebuild(&view, &spreads, &feasible);
+        }
     }
     plan
 }
@@ -600,6 +671,98 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// The straightforward placement `place` must equal: per task, filter
+    /// every candidate as placed so far, narrow by each strategy in turn,
+    /// draw uniformly among what is left.
+    fn reference(cands: &[Candidate], need: &Need, count: usize, rng: &mut StdRng) -> Plan {
+        let mut now: Vec<Candidate> = cands.to_vec();
+        let mut used = vec![false; cands.len()];
+        let mut plan = Plan::default();
+        for _ in 0..count {
+            let mut best: Vec<usize> = (0..now.len())
+                .filter(|&i| check(&now[i], need).is_ok() && !(need.distinct_instance && used[i]))
+                .collect();
+            if best.is_empty() {
+                break;
+            }
+            for s in &need.strategies {
+                let k = |i: usize| -> i64 {
+                    match s {
+                        Strategy::Random => 0,
+                        Strategy::SpreadInstance => i64::from(now[i].group_tasks),
+                        Strategy::SpreadAttribute(name) => {
+                            let v = |c: &Candidate| c.facts.attributes.get(name).cloned().flatten();
+                            now.iter()
+                                .filter(|o| v(o) == v(&now[i]))
+                                .map(|o| i64::from(o.group_tasks))
+                                .sum()
+                        }
+                        Strategy::BinpackCpu => now[i].cpu_remaining,
+                        Strategy::BinpackMemory => now[i].memory_remaining,
+                    }
+                };
+                if let Some(min) = best.iter().map(|&i| k(i)).min() {
+                    best.retain(|&i| k(i) == min);
+                }
+            }
+            let pick = best[rng.gen_range(0..best.len())];
+            used[pick] = true;
+            plan.ports.push(take(&mut now[pick], need));
+            plan.placements.push(now[pick].id.clone());
+        }
+        plan
+    }
+
+    /// `place` keeps its best set between tasks instead of re-ranking;
+    /// over random fleets, needs and strategy lists it places exactly as
+    /// the reference does with the same seed (same picks, same ports).
+    #[test]
+    fn matches_the_per_task_reference() {
+        let mut gen = StdRng::seed_from_u64(2024);
+        let kinds = [
+            Strategy::Random,
+            Strategy::SpreadInstance,
+            Strategy::SpreadAttribute("zone".into()),
+            Strategy::BinpackCpu,
+            Strategy::BinpackMemory,
+        ];
+        for case in 0..2000 {
+            let n = gen.gen_range(1..25);
+            let cands: Vec<Candidate> = (0..n)
+                .map(|i| {
+                    let mut c = cand(
+                        &format!("i{i}"),
+                        gen.gen_range(0..6) * 128,
+                        gen.gen_range(0..6) * 256,
+                        &[],
+                    );
+                    c.group_tasks = gen.gen_range(0..3);
+                    if gen.gen_bool(0.1) {
+                        c.status = "DRAINING".into();
+                    }
+                    let zone = format!("z{}", gen.gen_range(0..3));
+                    with_attr(c, "zone", &zone)
+                })
+                .collect();
+            let need = Need {
+                cpu: gen.gen_range(0..3) * 128,
+                memory: gen.gen_range(0..3) * 256,
+                distinct_instance: gen.gen_bool(0.2),
+                dynamic_tcp: gen.gen_range(0..2),
+                strategies: (0..gen.gen_range(0..4))
+                    .map(|_| kinds[gen.gen_range(0..kinds.len())].clone())
+                    .collect(),
+                ..Need::default()
+            };
+            let count = gen.gen_range(1..40);
+            let seed = gen.gen();
+            let got = place(&cands, &need, count, &mut StdRng::seed_from_u64(seed));
+            let want = reference(&cands, &need, count, &mut StdRng::seed_from_u64(seed));
+            assert_eq!(got.placements, want.placements, "case {case}: {need:?}");
+            assert_eq!(got.ports, want.ports, "case {case}");
+        }
     }
 
     #[test]

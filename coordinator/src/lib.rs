@@ -218,7 +218,7 @@ impl Coordinator {
                         _ = tick.tick() => {
                             let busy = state.snapshot().services.values().any(|s| s.status != "INACTIVE");
                             if busy {
-                                if let Err(e) = state.submit(state::Request::ServiceTick).await {
+                                if let Err(e) = state.tick().await {
                                     tracing::warn!(error = %e, "service tick failed");
                                 }
                             }

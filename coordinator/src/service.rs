@@ -80,6 +80,18 @@ pub fn is_settled(s: &Service, now: f64) -> bool {
             .is_some_and(|e| e.message.ends_with(") has reached a steady state."))
 }
 
+/// Services the periodic tick steps at `now`: every live service that is
+/// not settled, and every tenth second ([`SETTLED_TICK_EVERY`]) the settled
+/// ones too (only a disconnected agent can change those unseen).
+pub fn due(m: &Model, now: f64) -> impl Iterator<Item = String> + '_ {
+    let full = (now as u64).is_multiple_of(SETTLED_TICK_EVERY);
+    m.services
+        .values()
+        .filter(|s| s.status != "INACTIVE")
+        .filter(move |s| full || !is_settled(s, now))
+        .map(|s| s.key())
+}
+
 /// Consecutive start failures after which launches are throttled.
 pub const THROTTLE_AFTER: u32 = 3;
 
@@ -772,7 +784,7 @@ fn misfit(reason: &str) -> String {
 /// over the following commits (the state owner steps such a service again
 /// at once), so one large service never holds up every other request for
 /// the time it takes to place thousands of tasks.
-pub const LAUNCHES_PER_STEP: u32 = 250;
+pub const LAUNCHES_PER_STEP: u32 = 100;
 
 /// What one service step decided.
 #[derive(Debug, Default)]

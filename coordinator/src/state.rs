@@ -47,6 +47,11 @@ const MAX_BATCH: usize = 256;
 /// Service tasks one commit starts at most (see `Owner::process`).
 const SERVICE_LAUNCHES_PER_COMMIT: u32 = crate::service::LAUNCHES_PER_STEP;
 
+/// Services a commit steps for the tick. A step reads all of a service's
+/// tasks (some milliseconds for thousands); one per commit bounds what a
+/// tick adds to any request's latency.
+const TICK_STEPS_PER_COMMIT: usize = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
@@ -194,8 +199,6 @@ pub enum Request {
         service: String,
         force: bool,
     },
-    /// The service scheduler's periodic step over every service.
-    ServiceTick,
     /// Capacity providers and cluster associations (`capacity::plan`).
     Capacity(Box<crate::capacity::CapacityRequest>),
     /// Scheduled rules (the EventBridge API) and their firing.
@@ -347,6 +350,18 @@ pub fn sha256_hex(s: &str) -> String {
 fn random_hex(rng: &mut StdRng, bytes: usize) -> String {
     let buf: Vec<u8> = (0..bytes).map(|_| rng.gen()).collect();
     hex::encode(buf)
+}
+
+/// A task id: 32 hex digits like ECS's, time-ordered as UUIDv7 is (48 bits
+/// of milliseconds, then 80 random bits). New tasks therefore sort after
+/// older ones, so a commit's inserts into the persistent task maps copy the
+/// few tree nodes at their right edge instead of one node per task.
+fn task_id(now: f64, rng: &mut StdRng) -> String {
+    let millis = (now * 1000.0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    rng.fill(&mut bytes[6..]);
+    hex::encode(bytes)
 }
 
 fn random_uuid(rng: &mut StdRng) -> String {
@@ -894,46 +909,6 @@ pub fn plan(m: &Model, req: Request, ctx: &mut Ctx<'_>) -> Result<Planned, ApiEr
             service,
             force,
         } => crate::service::plan_delete(m, cluster.as_deref(), &service, force, ctx),
-        Request::ServiceTick => {
-            // A settled service only has disconnected agents to notice: it
-            // is stepped every tenth second, the others every tick.
-            let full = (ctx.now as u64).is_multiple_of(crate::service::SETTLED_TICK_EVERY);
-            let keys: Vec<String> = m
-                .services
-                .values()
-                .filter(|s| s.status != "INACTIVE")
-                .filter(|s| full || !crate::service::is_settled(s, ctx.now))
-                .map(|s| s.key())
-                .collect();
-            let mut cmds = Vec::new();
-            let mut working: Option<Model> = None;
-            for k in keys {
-                let base = working.as_ref().unwrap_or(m);
-                // One service's trouble never stalls the others.
-                let step = match crate::service::plan_step(
-                    base,
-                    &k,
-                    ctx,
-                    crate::service::LAUNCHES_PER_STEP,
-                ) {
-                    Ok(step) => step.cmds,
-                    Err(e) => {
-                        tracing::warn!(service = %k, error = %e, "service step failed");
-                        continue;
-                    }
-                };
-                if step.is_empty() {
-                    continue;
-                }
-                // Later services must see earlier placements (resources).
-                let w = working.get_or_insert_with(|| m.clone());
-                for c in &step {
-                    w.apply(c);
-                }
-                cmds.extend(step);
-            }
-            Ok((cmds, Outcome::Done))
-        }
     }
 }
 
@@ -1151,7 +1126,7 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
         let Some(inst) = m.instances.get(instance_id) else {
             continue;
         };
-        let id = random_hex(ctx.rng, 16);
+        let id = task_id(ctx.now, ctx.rng);
         let arn = format!("arn:aws:ecs:{region}:{account}:task/{}/{id}", cluster.name);
         let awsvpc = match (&r.network_configuration, req.network_mode == "awsvpc") {
             (Some(configuration), true) => match network::allocate(&cidr, &used_ips) {
@@ -1647,6 +1622,9 @@ struct Envelope {
 
 enum Msg {
     Req(Box<Envelope>),
+    /// The service scheduler's periodic tick: the services due
+    /// ([`crate::service::due`]) are stepped over the following commits.
+    Tick,
     /// Finish: write a snapshot and end the owner thread.
     Stop,
 }
@@ -1736,6 +1714,17 @@ impl StateHandle {
     /// The latest published snapshot.
     pub fn snapshot(&self) -> Arc<Model> {
         self.snapshots.borrow().clone()
+    }
+
+    /// The service scheduler's tick: throttling delays, settle periods and
+    /// disconnected agents are noticed without any other change. Returns at
+    /// once; the due services are stepped a few per commit, so a tick over
+    /// large services never holds a request for long.
+    pub async fn tick(&self) -> Result<(), ApiError> {
+        self.tx
+            .send(Msg::Tick)
+            .await
+            .map_err(|_| ApiError::server("state owner stopped"))
     }
 
     /// Asks the owner thread to finish (requests sent later fail).
@@ -1833,6 +1822,7 @@ pub fn start_with(
         encoder: SnapshotEncoder::spawn()?,
         encoding: false,
         more: BTreeSet::new(),
+        due: BTreeSet::new(),
     };
     let join = std::thread::Builder::new()
         .name("berth-state".into())
@@ -1864,6 +1854,10 @@ struct Owner {
     /// Services whose last step wanted more tasks than it could start:
     /// stepped again in the next commit, which does not wait for a request.
     more: BTreeSet<String>,
+    /// Services the last tick found due and no commit has stepped since:
+    /// [`TICK_STEPS_PER_COMMIT`] of them per commit, which does not wait
+    /// for a request either.
+    due: BTreeSet<String>,
 }
 
 /// Encodes model snapshots on its own thread, so a large model's JSON never
@@ -1916,13 +1910,13 @@ impl Owner {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut stopping = false;
         loop {
-            let first = if self.more.is_empty() {
+            let first = if self.more.is_empty() && self.due.is_empty() {
                 rx.blocking_recv()
             } else {
                 match rx.try_recv() {
                     Ok(msg) => Some(msg),
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        // Nothing asked: go on placing services' tasks.
+                        // Nothing asked: go on with services' steps.
                         self.process(Vec::new());
                         continue;
                     }
@@ -1937,6 +1931,13 @@ impl Owner {
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Req(e) => batch.push(*e),
+                    Msg::Tick => {
+                        let now = now_secs();
+                        let due = crate::service::due(&self.model, now)
+                            .filter(|k| !self.more.contains(k))
+                            .collect::<Vec<_>>();
+                        self.due.extend(due);
+                    }
                     Msg::Stop => stopping = true,
                 }
                 if stopping || batch.len() >= MAX_BATCH {
@@ -1944,7 +1945,7 @@ impl Owner {
                 }
                 next = rx.try_recv().ok();
             }
-            if !batch.is_empty() || !self.more.is_empty() {
+            if !batch.is_empty() || !self.more.is_empty() || !self.due.is_empty() {
                 self.process(batch);
             }
             if stopping {
@@ -2002,10 +2003,19 @@ impl Owner {
         // on with services still short of tasks after their last step. A
         // commit starts at most `SERVICE_LAUNCHES_PER_COMMIT` service tasks;
         // services left over wait for the next commit, which follows at once.
+        // Then come services the tick found due, `TICK_STEPS_PER_COMMIT` a
+        // commit (a service stepped for any other reason leaves that queue).
         let mut affected = crate::service::affected(&working, &touched);
         affected.append(&mut self.more);
+        for key in &affected {
+            self.due.remove(key);
+        }
+        // Then the tick's due services, a few per commit.
+        let ticked: Vec<String> = std::iter::from_fn(|| self.due.pop_first())
+            .take(TICK_STEPS_PER_COMMIT)
+            .collect();
         let mut budget = SERVICE_LAUNCHES_PER_COMMIT;
-        for key in affected {
+        for key in affected.into_iter().chain(ticked) {
             if budget == 0 {
                 self.more.insert(key);
                 continue;
@@ -2168,6 +2178,29 @@ mod tests {
             m.apply(c);
         }
         Ok((outcome, cmds))
+    }
+
+    /// What the owner's tick does, at once: steps every due service.
+    fn tick(m: &mut Model, rng: &mut StdRng) -> Vec<Command> {
+        let conn = always(true);
+        let s = settings();
+        let mut ctx = Ctx {
+            now: 1000.0,
+            rng,
+            liveness: &conn,
+            settings: &s,
+        };
+        let mut log = Vec::new();
+        for key in crate::service::due(m, 1000.0).collect::<Vec<_>>() {
+            let step =
+                crate::service::plan_step(m, &key, &mut ctx, crate::service::LAUNCHES_PER_STEP)
+                    .unwrap();
+            for c in &step.cmds {
+                m.apply(c);
+            }
+            log.extend(step.cmds);
+        }
+        log
     }
 
     fn register_request(id: &str, code: &str) -> RegisterRequest {
@@ -2932,15 +2965,10 @@ mod tests {
         owner.join().unwrap();
     }
 
-    #[tokio::test]
-    async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
-        let created = Arc::new(Mutex::new(Vec::new()));
-        let log = FlakyLog {
-            created: created.clone(),
-            ..FlakyLog::default()
-        };
-        let (state, owner) =
-            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+    /// Through `state`: cluster "c", task definition "g" (8 MiB), and
+    /// `hosts` registered instances of 1000 MiB, their ids returned (none
+    /// has beaten yet).
+    async fn small_fleet(state: &StateHandle, hosts: usize) -> Vec<String> {
         let submit = |r: Request| state.submit(r);
         submit(Request::CreateCluster {
             name: "c".into(),
@@ -2975,54 +3003,101 @@ mod tests {
         .unwrap() else {
             panic!("no activation");
         };
-        for h in 0..5 {
+        let mut ids = Vec::new();
+        for h in 0..hosts {
             let mut r = register_request(&id, &code);
             r.hostname = format!("h{h}");
             let (_, out) = submit(Request::RegisterInstance(r)).await.unwrap();
             let Outcome::Registered { instance_id, .. } = out else {
                 panic!("not registered: {out:?}");
             };
-            state.heartbeats.beat(&instance_id);
+            ids.push(instance_id);
         }
-        // 5 instances x 1000 MiB / 8 MiB: room for 625 tasks.
-        submit(Request::CreateService(Box::new(
-            crate::service::CreateService {
-                cluster: Some("c".into()),
-                name: "wide".into(),
-                task_definition: "g".into(),
-                desired_count: Some(600),
-                launch_type: "EXTERNAL".into(),
-                scheduling_strategy: "REPLICA".into(),
-                ..Default::default()
-            },
-        )))
-        .await
-        .unwrap();
-        // No request follows (and this owner has no ticker): the owner
-        // steps the service again by itself until every task is placed.
+        ids
+    }
+
+    fn replica_service(name: &str, desired: u32) -> Request {
+        Request::CreateService(Box::new(crate::service::CreateService {
+            cluster: Some("c".into()),
+            name: name.into(),
+            task_definition: "g".into(),
+            desired_count: Some(desired),
+            launch_type: "EXTERNAL".into(),
+            scheduling_strategy: "REPLICA".into(),
+            ..Default::default()
+        }))
+    }
+
+    /// Waits until the published model holds `n` tasks (at most 10 s).
+    async fn wait_for_tasks(state: &StateHandle, n: usize) -> usize {
         let mut snaps = state.subscribe();
-        let placed = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let n = snaps.borrow_and_update().tasks.len();
-                if n >= 600 {
-                    return n;
-                }
-                if snaps.changed().await.is_err() {
-                    return n;
+                let have = snaps.borrow_and_update().tasks.len();
+                if have >= n || snaps.changed().await.is_err() {
+                    return have;
                 }
             }
         })
         .await
-        .expect("the service's tasks were never all placed");
-        assert_eq!(placed, 600);
+        .unwrap_or_else(|_| panic!("never {n} tasks"))
+    }
+
+    #[tokio::test]
+    async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let log = FlakyLog {
+            created: created.clone(),
+            ..FlakyLog::default()
+        };
+        let (state, owner) =
+            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        for id in small_fleet(&state, 5).await {
+            state.heartbeats.beat(&id);
+        }
+        // 5 instances x 1000 MiB / 8 MiB: room for 625 tasks.
+        state.submit(replica_service("wide", 600)).await.unwrap();
+        // No request follows (and this owner has no ticker): the owner
+        // steps the service again by itself until every task is placed.
+        assert_eq!(wait_for_tasks(&state, 600).await, 600);
         let per_commit: Vec<usize> = created.lock().unwrap().clone();
         let cap = crate::service::LAUNCHES_PER_STEP as usize;
         assert!(per_commit.iter().all(|n| *n <= cap), "{per_commit:?}");
         assert_eq!(
             per_commit.iter().filter(|n| **n > 0).count(),
-            3,
+            600_usize.div_ceil(cap),
             "{per_commit:?}"
         );
+        state.stop().await;
+        drop(state);
+        owner.join().unwrap();
+    }
+
+    /// A tick queues the due services and the owner steps them one per
+    /// commit, without waiting for requests: here three services that could
+    /// place nothing while their only agent was away place their tasks once
+    /// it is back, in three commits, with no request after the tick.
+    #[tokio::test]
+    async fn a_tick_steps_due_services_one_per_commit_unasked() {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let log = FlakyLog {
+            created: created.clone(),
+            ..FlakyLog::default()
+        };
+        let (state, owner) =
+            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        let ids = small_fleet(&state, 1).await;
+        for name in ["a", "b", "c"] {
+            state.submit(replica_service(name, 2)).await.unwrap();
+        }
+        assert_eq!(state.snapshot().tasks.len(), 0);
+        let before = created.lock().unwrap().len();
+        // The agent comes back: a heartbeat, not a commit.
+        state.heartbeats.beat(&ids[0]);
+        state.tick().await.unwrap();
+        assert_eq!(wait_for_tasks(&state, 6).await, 6);
+        let after: Vec<usize> = created.lock().unwrap()[before..].to_vec();
+        assert_eq!(after, vec![2, 2, 2], "tasks created per commit after the tick");
         state.stop().await;
         drop(state);
         owner.join().unwrap();
@@ -3046,8 +3121,7 @@ mod tests {
         let (out, cmds) = step_with(&mut m, create, true, &mut rng, &settings()).unwrap();
         assert_eq!(out, Outcome::Service("c/web".into()));
         log.extend(cmds);
-        let (_, cmds) =
-            step_with(&mut m, Request::ServiceTick, true, &mut rng, &settings()).unwrap();
+        let cmds = tick(&mut m, &mut rng);
         log.extend(cmds);
         // The static host port 8080 fits once on the only instance.
         let svc = &m.services["c/web"];
@@ -3069,8 +3143,7 @@ mod tests {
             "{msgs:?}"
         );
         // A second tick changes nothing (no placement possible, same event).
-        let (_, cmds) =
-            step_with(&mut m, Request::ServiceTick, true, &mut rng, &settings()).unwrap();
+        let cmds = tick(&mut m, &mut rng);
         assert!(
             cmds.iter().all(|c| !matches!(c, Command::PutTasks { .. })),
             "{cmds:?}"

@@ -97,7 +97,9 @@ pub fn attachment(
     cidr: &Cidr,
     ip: Ipv4Addr,
 ) -> AwsvpcAttachment {
-    let eni: String = task_id.chars().take(17).collect();
+    // The last 17 hex digits: task ids begin with their creation time, so
+    // tasks of one commit share a prefix; the tail is random.
+    let eni = task_id.get(task_id.len().saturating_sub(17)..).unwrap_or(task_id);
     AwsvpcAttachment {
         attachment_id,
         network_interface_id: format!("eni-{eni}"),
@@ -264,7 +266,7 @@ mod tests {
             Ipv4Addr::new(10, 199, 0, 2),
         );
         assert_eq!(a.mac, "02:00:0a:c7:00:02");
-        assert_eq!(a.network_interface_id, "eni-0123456789abcdef0");
+        assert_eq!(a.network_interface_id, "eni-f0123456789abcdef");
         assert_eq!(a.gateway.as_deref(), Some("10.199.0.1"));
         assert_eq!(a.prefix_len, 16);
         assert_eq!(

@@ -441,58 +441,24 @@ pub fn check(net: &Network, env: &spec::RuntimeEnv) -> Result<(), AwsvpcError> {
             )));
         }
     }
-    let gateway = net.cidr.gateway();
     let (host, _) = veth_names(&env.container_id, &env.ifname);
-    let bridge = net.config.bridge.clone();
-    let host_c = host.clone();
-    let (br, host_link) = netlink::in_netns(None, move |h| async move {
-        Ok((
-            netlink::get_link(&h, &bridge).await?,
-            netlink::get_link(&h, &host_c).await?,
-        ))
-    })?;
-    let br =
-        br.ok_or_else(|| AwsvpcError::Check(format!("bridge {} missing", net.config.bridge)))?;
-    let host_link = host_link.ok_or_else(|| AwsvpcError::Check(format!("veth {host} missing")))?;
-    if host_link.master != Some(br.index) {
-        return Err(AwsvpcError::Check(format!(
-            "veth {host} is not attached to {}",
-            net.config.bridge
-        )));
-    }
-    let ifname = env.ifname.clone();
-    let (link, addrs, route) = netlink::in_netns(Some(&netns), move |h| async move {
-        let link = netlink::get_link(&h, &ifname).await?;
-        let addrs = match &link {
-            Some(l) => netlink::list_addresses(&h, l.index).await?,
-            None => Vec::new(),
-        };
-        Ok((link, addrs, netlink::default_route(&h).await?))
-    })?;
-    let link =
-        link.ok_or_else(|| AwsvpcError::Check(format!("{} missing in {}", env.ifname, env.netns)))?;
-    if link.mac != Some(task.mac) {
+    let wiring = crate::bridge::observe_wiring(&net.config.bridge, &host, &netns, env)?
+        .map_err(AwsvpcError::Check)?;
+    if wiring.link.mac != Some(task.mac) {
         return Err(AwsvpcError::Check(format!(
             "{} has MAC {}, want {}",
             env.ifname,
-            link.mac
+            wiring
+                .link
+                .mac
                 .map(|m| netlink::format_mac(&m))
                 .unwrap_or_default(),
             netlink::format_mac(&task.mac)
         )));
     }
-    if !addrs.contains(&(IpAddr::V4(task.ip), task.prefix)) {
-        return Err(AwsvpcError::Check(format!(
-            "{} lacks {want_addr} (has {addrs:?})",
-            env.ifname
-        )));
-    }
-    if route != Some((gateway, link.index)) {
-        return Err(AwsvpcError::Check(format!(
-            "default route via {gateway} on {} missing (found {route:?})",
-            env.ifname
-        )));
-    }
+    wiring
+        .expect(&env.ifname, task.ip, task.prefix, net.cidr.gateway())
+        .map_err(AwsvpcError::Check)?;
     Ok(())
 }
 

@@ -381,6 +381,80 @@ pub fn gc(
     }
 }
 
+/// What CHECK finds of a container's wiring: its interface inside the
+/// namespace, that interface's addresses, and the namespace's default route.
+pub(crate) struct Wiring {
+    pub link: netlink::LinkSummary,
+    pub addrs: Vec<(IpAddr, u8)>,
+    pub route: Option<(Ipv4Addr, u32)>,
+}
+
+impl Wiring {
+    /// Whether the interface holds `ip/prefix` and the default route goes
+    /// via `gateway` on it; `Err` says what is wrong.
+    pub(crate) fn expect(
+        &self,
+        ifname: &str,
+        ip: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), String> {
+        if !self.addrs.contains(&(IpAddr::V4(ip), prefix)) {
+            return Err(format!(
+                "{ifname} lacks {ip}/{prefix} (has {:?})",
+                self.addrs
+            ));
+        }
+        if self.route != Some((gateway, self.link.index)) {
+            return Err(format!(
+                "default route via {gateway} on {ifname} missing (found {:?})",
+                self.route
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Observes the host veth `host` attached to `bridge` and the container's
+/// interface in `netns` (CHECK for both plugins). `Ok(Err(why))`: something
+/// is missing or wired elsewhere.
+pub(crate) fn observe_wiring(
+    bridge: &str,
+    host: &str,
+    netns: &Path,
+    env: &spec::RuntimeEnv,
+) -> Result<Result<Wiring, String>, NetlinkError> {
+    let (bridge_c, host_c) = (bridge.to_string(), host.to_string());
+    let (br, host_link) = netlink::in_netns(None, move |h| async move {
+        Ok((
+            netlink::get_link(&h, &bridge_c).await?,
+            netlink::get_link(&h, &host_c).await?,
+        ))
+    })?;
+    let Some(br) = br else {
+        return Ok(Err(format!("bridge {bridge} missing")));
+    };
+    let Some(host_link) = host_link else {
+        return Ok(Err(format!("veth {host} missing")));
+    };
+    if host_link.master != Some(br.index) {
+        return Ok(Err(format!("veth {host} is not attached to {bridge}")));
+    }
+    let ifname = env.ifname.clone();
+    let (link, addrs, route) = netlink::in_netns(Some(netns), move |h| async move {
+        let link = netlink::get_link(&h, &ifname).await?;
+        let addrs = match &link {
+            Some(l) => netlink::list_addresses(&h, l.index).await?,
+            None => Vec::new(),
+        };
+        Ok((link, addrs, netlink::default_route(&h).await?))
+    })?;
+    Ok(match link {
+        Some(link) => Ok(Wiring { link, addrs, route }),
+        None => Err(format!("{} missing in {}", env.ifname, env.netns)),
+    })
+}
+
 /// CHECK: the lease, the host veth on the bridge, and the container
 /// interface with its address and default route must all be present.
 pub fn check(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
@@ -390,48 +464,16 @@ pub fn check(net: &Network, env: &spec::RuntimeEnv) -> Result<(), BridgeError> {
         .find(&env.container_id, &env.ifname)?
         .ok_or_else(|| BridgeError::Check(format!("no lease for {}", env.container_id)))?;
     let (host, _) = veth_names(&env.container_id, &env.ifname);
-    let bridge = net.config.bridge.clone();
-    let host_c = host.clone();
-    let (br, host_link) = netlink::in_netns(None, move |h| async move {
-        Ok((
-            netlink::get_link(&h, &bridge).await?,
-            netlink::get_link(&h, &host_c).await?,
-        ))
-    })?;
-    let br =
-        br.ok_or_else(|| BridgeError::Check(format!("bridge {} missing", net.config.bridge)))?;
-    let host_link = host_link.ok_or_else(|| BridgeError::Check(format!("veth {host} missing")))?;
-    if host_link.master != Some(br.index) {
-        return Err(BridgeError::Check(format!(
-            "veth {host} is not attached to {}",
-            net.config.bridge
-        )));
-    }
-    let ifname = env.ifname.clone();
-    let (link, addrs, route) = netlink::in_netns(Some(&netns), move |h| async move {
-        let link = netlink::get_link(&h, &ifname).await?;
-        let addrs = match &link {
-            Some(l) => netlink::list_addresses(&h, l.index).await?,
-            None => Vec::new(),
-        };
-        Ok((link, addrs, netlink::default_route(&h).await?))
-    })?;
-    let link =
-        link.ok_or_else(|| BridgeError::Check(format!("{} missing in {}", env.ifname, env.netns)))?;
-    let want = (IpAddr::V4(lease.ip), net.subnet.prefix());
-    if !addrs.contains(&want) {
-        return Err(BridgeError::Check(format!(
-            "{} lacks {}/{}",
-            env.ifname, lease.ip, want.1
-        )));
-    }
-    if route != Some((net.subnet.gateway(), link.index)) {
-        return Err(BridgeError::Check(format!(
-            "default route via {} on {} missing (found {route:?})",
-            net.subnet.gateway(),
-            env.ifname
-        )));
-    }
+    observe_wiring(&net.config.bridge, &host, &netns, env)?
+        .and_then(|w| {
+            w.expect(
+                &env.ifname,
+                lease.ip,
+                net.subnet.prefix(),
+                net.subnet.gateway(),
+            )
+        })
+        .map_err(BridgeError::Check)?;
     Ok(())
 }
 

@@ -99,7 +99,9 @@ pub fn attachment(
 ) -> AwsvpcAttachment {
     // The last 17 hex digits: task ids begin with their creation time, so
     // tasks of one commit share a prefix; the tail is random.
-    let eni = task_id.get(task_id.len().saturating_sub(17)..).unwrap_or(task_id);
+    let eni = task_id
+        .get(task_id.len().saturating_sub(17)..)
+        .unwrap_or(task_id);
     AwsvpcAttachment {
         attachment_id,
         network_interface_id: format!("eni-{eni}"),

@@ -3097,7 +3097,11 @@ mod tests {
         state.tick().await.unwrap();
         assert_eq!(wait_for_tasks(&state, 6).await, 6);
         let after: Vec<usize> = created.lock().unwrap()[before..].to_vec();
-        assert_eq!(after, vec![2, 2, 2], "tasks created per commit after the tick");
+        assert_eq!(
+            after,
+            vec![2, 2, 2],
+            "tasks created per commit after the tick"
+        );
         state.stop().await;
         drop(state);
         owner.join().unwrap();

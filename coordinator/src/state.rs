@@ -3043,8 +3043,13 @@ mod tests {
         .unwrap_or_else(|_| panic!("never {n} tasks"))
     }
 
-    #[tokio::test]
-    async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
+    /// An owner (no ticker) over a log that counts the tasks each commit
+    /// creates.
+    fn counting_owner() -> (
+        StateHandle,
+        std::thread::JoinHandle<()>,
+        Arc<Mutex<Vec<usize>>>,
+    ) {
         let created = Arc::new(Mutex::new(Vec::new()));
         let log = FlakyLog {
             created: created.clone(),
@@ -3052,6 +3057,12 @@ mod tests {
         };
         let (state, owner) =
             start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        (state, owner, created)
+    }
+
+    #[tokio::test]
+    async fn a_large_service_is_placed_over_commits_that_follow_unasked() {
+        let (state, owner, created) = counting_owner();
         for id in small_fleet(&state, 5).await {
             state.heartbeats.beat(&id);
         }
@@ -3079,13 +3090,7 @@ mod tests {
     /// it is back, in three commits, with no request after the tick.
     #[tokio::test]
     async fn a_tick_steps_due_services_one_per_commit_unasked() {
-        let created = Arc::new(Mutex::new(Vec::new()));
-        let log = FlakyLog {
-            created: created.clone(),
-            ..FlakyLog::default()
-        };
-        let (state, owner) =
-            start_with(Box::new(log), settings(), Duration::from_secs(60), Some(1)).unwrap();
+        let (state, owner, created) = counting_owner();
         let ids = small_fleet(&state, 1).await;
         for name in ["a", "b", "c"] {
             state.submit(replica_service(name, 2)).await.unwrap();

@@ -1822,7 +1822,7 @@ pub fn start_with(
         encoder: SnapshotEncoder::spawn()?,
         encoding: false,
         more: BTreeSet::new(),
-        due: BTreeSet::new(),
+        due: DueQueue::default(),
     };
     let join = std::thread::Builder::new()
         .name("berth-state".into())
@@ -1857,7 +1857,43 @@ struct Owner {
     /// Services the last tick found due and no commit has stepped since:
     /// [`TICK_STEPS_PER_COMMIT`] of them per commit, which does not wait
     /// for a request either.
-    due: BTreeSet<String>,
+    due: DueQueue,
+}
+
+/// Services a tick found due, first in first stepped, so each gets its turn
+/// however many there are and however often ticks queue the early ones
+/// again; a service already waiting is not queued twice.
+#[derive(Debug, Default)]
+struct DueQueue {
+    order: std::collections::VecDeque<String>,
+    waiting: std::collections::HashSet<String>,
+}
+
+impl DueQueue {
+    fn push(&mut self, key: String) {
+        if self.waiting.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+    }
+
+    /// The service was stepped for another reason: it no longer waits (its
+    /// place in the order is skipped when reached).
+    fn remove(&mut self, key: &str) {
+        self.waiting.remove(key);
+    }
+
+    fn pop(&mut self) -> Option<String> {
+        while let Some(key) = self.order.pop_front() {
+            if self.waiting.remove(&key) {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
 }
 
 /// Encodes model snapshots on its own thread, so a large model's JSON never
@@ -1933,10 +1969,11 @@ impl Owner {
                     Msg::Req(e) => batch.push(*e),
                     Msg::Tick => {
                         let now = now_secs();
-                        let due = crate::service::due(&self.model, now)
-                            .filter(|k| !self.more.contains(k))
-                            .collect::<Vec<_>>();
-                        self.due.extend(due);
+                        for key in crate::service::due(&self.model, now) {
+                            if !self.more.contains(&key) {
+                                self.due.push(key);
+                            }
+                        }
                     }
                     Msg::Stop => stopping = true,
                 }
@@ -2011,7 +2048,7 @@ impl Owner {
             self.due.remove(key);
         }
         // Then the tick's due services, a few per commit.
-        let ticked: Vec<String> = std::iter::from_fn(|| self.due.pop_first())
+        let ticked: Vec<String> = std::iter::from_fn(|| self.due.pop())
             .take(TICK_STEPS_PER_COMMIT)
             .collect();
         let mut budget = SERVICE_LAUNCHES_PER_COMMIT;
@@ -3041,6 +3078,32 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("never {n} tasks"))
+    }
+
+    /// Ticks that keep queueing the first services again never starve the
+    /// later ones: each waits its turn in the order it was first queued.
+    #[test]
+    fn due_services_are_stepped_in_turn() {
+        let mut q = DueQueue::default();
+        for k in ["a", "b", "c"] {
+            q.push(k.into());
+        }
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        // The next tick finds all three due again; b was stepped meanwhile
+        // for another reason and leaves the queue.
+        for k in ["a", "b", "c"] {
+            q.push(k.into());
+        }
+        q.remove("b");
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec!["c".to_string(), "a".to_string()]);
+        assert!(q.is_empty());
+        // Queued again after leaving: stepped once.
+        q.push("b".into());
+        q.remove("b");
+        q.push("b".into());
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec!["b".to_string()]);
     }
 
     /// An owner (no ticker) over a log that counts the tasks each commit

@@ -53,6 +53,9 @@ pub struct RunCapacity {
     pub provider: Option<String>,
     /// A service's active tasks per provider, so the split counts them.
     pub counts: BTreeMap<String, u32>,
+    /// Set with `provider`: its instance group, a requirement of the share
+    /// (an instance outside it is refused with ECS's `ATTRIBUTE`).
+    pub group: Option<String>,
 }
 
 impl RunCapacity {
@@ -807,8 +810,7 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         .collect();
     let mut working: Option<Model> = None;
     let (mut tasks, mut ids, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen: std::collections::BTreeSet<(Option<String>, String, Option<String>)> =
-        std::collections::BTreeSet::new();
+    let mut seen: BTreeMap<Option<String>, usize> = BTreeMap::new();
     for (k, (item, n)) in live.iter().enumerate() {
         let provider = find_active(m, &item.capacity_provider).ok_or_else(not_found)?;
         let mut sub = r.clone();
@@ -816,9 +818,9 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         sub.launch_type = None;
         sub.capacity = Some(Box::new(RunCapacity {
             provider: Some(provider.name.clone()),
+            group: Some(provider.group.clone()),
             ..RunCapacity::default()
         }));
-        sub.member_of.push(member_expr(&provider.group)?);
         let base = working.as_ref().unwrap_or(m);
         let (cmds, outcome) = state::plan_run(base, sub, ctx)?;
         if let Outcome::Tasks {
@@ -827,10 +829,20 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         } = outcome
         {
             ids.extend(i);
-            // An instance outside several shares' groups is reported once.
+            // An instance is reported once: with what refused it in the
+            // share of its own group rather than the ATTRIBUTE of the
+            // shares whose group it is outside.
             for x in f {
-                if seen.insert((x.arn.clone(), x.reason.clone(), x.detail.clone())) {
-                    failures.push(x);
+                match seen.get(&x.arn) {
+                    None => {
+                        seen.insert(x.arn.clone(), failures.len());
+                        failures.push(x);
+                    }
+                    Some(&i) => {
+                        if failures[i].reason == "ATTRIBUTE" && x.reason != "ATTRIBUTE" {
+                            failures[i] = x;
+                        }
+                    }
                 }
             }
         }

@@ -74,6 +74,11 @@ pub struct Need {
     pub dynamic_udp: usize,
     /// `memberOf` constraints: every expression must hold.
     pub member_of: Vec<cql::Expr>,
+    /// How many of `member_of`'s last expressions are requirements rather
+    /// than the user's constraints (a capacity provider's instance group):
+    /// an instance failing one is refused with `ATTRIBUTE`, one failing only
+    /// the user's with `MemberOf placement constraint unsatisfied.`.
+    pub required: usize,
     /// `distinctInstance`: at most one task of this request per instance.
     pub distinct_instance: bool,
     pub strategies: Vec<Strategy>,
@@ -86,6 +91,7 @@ pub enum Rejection {
     Draining,
     Agent,
     Attribute,
+    MemberOf,
     DistinctInstance,
     Cpu,
     Memory,
@@ -100,6 +106,7 @@ impl Rejection {
             Rejection::Draining => "DRAINING",
             Rejection::Agent => "AGENT",
             Rejection::Attribute => "ATTRIBUTE",
+            Rejection::MemberOf => "MemberOf placement constraint unsatisfied.",
             Rejection::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
             Rejection::Cpu => "RESOURCE:CPU",
             Rejection::Memory => "RESOURCE:MEMORY",
@@ -155,7 +162,12 @@ pub fn check(c: &Candidate, need: &Need) -> Result<(), Rejection> {
         .member_ok
         .unwrap_or_else(|| need.member_of.iter().all(|e| cql::eval(e, &c.facts)));
     if !member_ok {
-        return Err(Rejection::Attribute);
+        let required = &need.member_of[need.member_of.len().saturating_sub(need.required)..];
+        return Err(if required.iter().all(|e| cql::eval(e, &c.facts)) {
+            Rejection::MemberOf
+        } else {
+            Rejection::Attribute
+        });
     }
     if c.cpu_remaining < need.cpu {
         return Err(Rejection::Cpu);
@@ -484,6 +496,29 @@ mod tests {
             assert_eq!(check(&c, &need), want, "candidate {}", c.id);
         }
         assert_eq!(Rejection::Memory.reason(), "RESOURCE:MEMORY");
+        // memberOf: the user's constraint refuses with MemberOf, a
+        // requirement (the last `required` expressions) with ATTRIBUTE.
+        let need = Need {
+            member_of: vec![
+                cql::parse("attribute:stack == prod").unwrap(),
+                cql::parse("attribute:rack == a").unwrap(),
+            ],
+            required: 1,
+            ..Need::default()
+        };
+        for (stack, rack, want) in [
+            ("prod", "a", Ok(())),
+            ("dev", "a", Err(Rejection::MemberOf)),
+            ("prod", "b", Err(Rejection::Attribute)),
+            ("dev", "b", Err(Rejection::Attribute)),
+        ] {
+            let c = with_attr(
+                with_attr(cand("m", 1, 1, &[]), "stack", stack),
+                "rack",
+                rack,
+            );
+            assert_eq!(check(&c, &need), want, "{stack} {rack}");
+        }
         assert_eq!(Rejection::Agent.reason(), "AGENT");
     }
 
@@ -813,7 +848,10 @@ mod tests {
                     "arn/a".to_string(),
                     "DistinctInstance placement constraint unsatisfied."
                 ),
-                ("arn/b".to_string(), "ATTRIBUTE"),
+                (
+                    "arn/b".to_string(),
+                    "MemberOf placement constraint unsatisfied."
+                ),
                 (
                     "arn/c".to_string(),
                     "DistinctInstance placement constraint unsatisfied."

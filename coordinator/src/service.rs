@@ -895,6 +895,7 @@ pub fn plan_step(m: &Model, key: &str, ctx: &mut Ctx<'_>, cap: u32) -> Result<St
                     Box::new(crate::capacity::RunCapacity {
                         strategy: Some(s.capacity_provider_strategy.clone()),
                         provider: None,
+                        group: None,
                         counts: crate::capacity::counts_of(
                             tasks
                                 .iter()

@@ -1009,8 +1009,14 @@ pub fn plan_run(m: &Model, r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned, Api
         .unwrap_or_else(|| format!("family:{}", td.family));
     let mut member_of = r.member_of.clone();
     member_of.extend(taskdef_member_of(&td.definition)?);
+    // A capacity provider's group is a requirement, kept last (`Need::required`).
+    let capacity_group = r.capacity.as_ref().and_then(|c| c.group.as_deref());
+    if let Some(g) = capacity_group {
+        member_of.push(crate::capacity::member_expr(g)?);
+    }
     let need = Need {
         member_of,
+        required: usize::from(capacity_group.is_some()),
         distinct_instance: r.distinct_instance,
         strategies: r.strategies.clone(),
         cpu: i64::from(req.cpu),

@@ -571,7 +571,10 @@ async fn custom_attributes_on_instances() {
                    "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == dev"}]}),
         )
         .await;
-    assert_eq!(run["failures"][0]["reason"], "ATTRIBUTE", "{run}");
+    assert_eq!(
+        run["failures"][0]["reason"], "MemberOf placement constraint unsatisfied.",
+        "{run}"
+    );
     let run = t
         .ok(
             "RunTask",

@@ -228,20 +228,24 @@ fn need() -> impl Strategy<Value = Need> {
             2 => proptest::collection::vec(expr(), 1),
             1 => proptest::collection::vec(expr(), 2),
         ],
-        prop_oneof![3 => Just(false), 1 => Just(true)],
+        (prop_oneof![3 => Just(false), 1 => Just(true)], 0..2usize),
         proptest::collection::vec(strategy(), 0..5),
     )
         .prop_map(
-            |((cpu, memory), (tcp, udp), (dt, du), member_of, distinct, strategies)| Need {
-                cpu,
-                memory,
-                tcp_ports: tcp.into_iter().collect(),
-                udp_ports: udp.into_iter().collect(),
-                dynamic_tcp: dt,
-                dynamic_udp: du,
-                member_of,
-                distinct_instance: distinct,
-                strategies,
+            |((cpu, memory), (tcp, udp), (dt, du), member_of, (distinct, required), strategies)| {
+                Need {
+                    // Now and then the last expression is a requirement (ATTRIBUTE).
+                    required: required.min(member_of.len()),
+                    cpu,
+                    memory,
+                    tcp_ports: tcp.into_iter().collect(),
+                    udp_ports: udp.into_iter().collect(),
+                    dynamic_tcp: dt,
+                    dynamic_udp: du,
+                    member_of,
+                    distinct_instance: distinct,
+                    strategies,
+                }
             },
         )
 }
@@ -401,6 +405,24 @@ fn check_run_task_plan(
             "stopped at {} of {count} with room left",
             plan.placements.len()
         );
+        // A memberOf refusal names what failed: a requirement (the last
+        // `required` expressions) as ATTRIBUTE, else the user's memberOf.
+        let (user, required) = need
+            .member_of
+            .split_at(need.member_of.len() - need.required);
+        for (arn, reason) in &plan.failures {
+            let Some(c) = cands.iter().find(|c| &c.arn == arn) else {
+                continue;
+            };
+            let holds = |es: &[cql::Expr]| es.iter().all(|e| cql::eval(e, &c.facts));
+            match *reason {
+                "ATTRIBUTE" => prop_assert!(!holds(required), "{arn}: {reason}"),
+                "MemberOf placement constraint unsatisfied." => {
+                    prop_assert!(holds(required) && !holds(user), "{arn}: {reason}")
+                }
+                _ => {}
+            }
+        }
         let arns: BTreeSet<&str> = plan.failures.iter().map(|(a, _)| a.as_str()).collect();
         prop_assert_eq!(arns.len(), plan.failures.len());
         prop_assert_eq!(arns, cands.iter().map(|c| c.arn.as_str()).collect());
@@ -667,7 +689,11 @@ fn generators_exercise_every_outcome() {
         } else {
             full += 1;
         }
-        if plan.failures.iter().any(|(_, r)| *r == "ATTRIBUTE") {
+        if plan
+            .failures
+            .iter()
+            .any(|(_, r)| *r == "ATTRIBUTE" || *r == "MemberOf placement constraint unsatisfied.")
+        {
             member_of_refusals += 1;
         }
     }

@@ -64,6 +64,8 @@ fn map(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 }
 
 const AZ: &str = "ecs.availability-zone";
+/// The failure reason of an instance a `memberOf` constraint excludes.
+const MEMBER_OF: &str = "MemberOf placement constraint unsatisfied.";
 
 fn az(zone: &str) -> [(&'static str, &str); 1] {
     [(AZ, zone)]
@@ -396,13 +398,13 @@ fn member_of_table() {
             1,
             vec![],
             vec![
-                ("arn:a", "ATTRIBUTE"),
-                ("arn:b", "ATTRIBUTE"),
-                ("arn:c", "ATTRIBUTE"),
+                ("arn:a", MEMBER_OF),
+                ("arn:b", MEMBER_OF),
+                ("arn:c", MEMBER_OF),
             ],
         ),
         (
-            // Filled up: the excluded instance says ATTRIBUTE, the others
+            // Filled up: the excluded instance says MemberOf, the others
             // their first resource misfit (CPU before memory).
             vec!["attribute:stack == prod"],
             vec![],
@@ -410,7 +412,7 @@ fn member_of_table() {
             vec![("a", 90), ("c", 5)],
             vec![
                 ("arn:a", "RESOURCE:CPU"),
-                ("arn:b", "ATTRIBUTE"),
+                ("arn:b", MEMBER_OF),
                 ("arn:c", "RESOURCE:CPU"),
             ],
         ),

@@ -226,6 +226,44 @@ fn run(plugins: &Path, data: &Path) {
     assert_eq!(path_of(nets.setup(&bridge).expect("again")), b_ns);
     assert_eq!(veths(&listing(data)), veths(&before));
 
+    // Setups a kill -9 cut short, met again by a restarted agent: the
+    // namespace file made but never mounted (an older agent's record, which
+    // has no `ready`), and a namespace mounted with its loopback still down.
+    // Setup redoes both instead of handing out something runc cannot join.
+    let half = |id: &str, ready: Option<bool>| {
+        let rec = NetRecord {
+            task_arn: task(id, "none").task_arn,
+            mode: "none".into(),
+            netns: data.join("netns").join(id),
+            conflist: None,
+            runtime_config: serde_json::Value::Null,
+            result: None,
+            ready,
+        };
+        std::fs::write(
+            data.join(format!("cni/tasks/{id}.json")),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .expect("record");
+        rec.netns
+    };
+    std::fs::write(half("n-unmounted", None), b"").expect("empty netns file");
+    netlink::create_netns(&half("n-lo-down", Some(false))).expect("netns");
+    for id in ["n-unmounted", "n-lo-down"] {
+        let ns = path_of(nets.setup(&task(id, "none")).expect("setup after a crash"));
+        assert!(
+            netlink::is_netns(&ns),
+            "{id}: {} is no namespace",
+            ns.display()
+        );
+        let links = inside(&ns, &["ip", "-o", "link"]);
+        assert!(
+            links.contains("lo:") && links.contains("UP"),
+            "{id}: {links}"
+        );
+        nets.teardown(&task(id, "none").task_arn).expect("teardown");
+    }
+
     // A crash in the middle of a setup: the record was written, the
     // namespace made, the chain never finished.
     let crashed = NetRecord {
@@ -235,6 +273,7 @@ fn run(plugins: &Path, data: &Path) {
         conflist: Some(berth_agent::network::plan::bridge_conflist(nets.settings())),
         runtime_config: serde_json::json!({"portMappings": []}),
         result: None,
+        ready: Some(false),
     };
     netlink::create_netns(&crashed.netns).expect("crashed netns");
     std::fs::write(

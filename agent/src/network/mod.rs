@@ -99,6 +99,20 @@ pub struct NetRecord {
     /// The chain's ADD result, once it succeeded (CNI's cached result).
     #[serde(default)]
     pub result: Option<Value>,
+    /// Set once the whole setup finished (namespace mounted, loopback up,
+    /// chain added). Records written before this field existed count as
+    /// finished when their chain's result is in.
+    #[serde(default)]
+    pub ready: Option<bool>,
+}
+
+impl NetRecord {
+    /// The setup finished and its namespace is still mounted.
+    fn usable(&self) -> bool {
+        self.ready
+            .unwrap_or(self.conflist.is_none() || self.result.is_some())
+            && netlink::is_netns(&self.netns)
+    }
 }
 
 /// Namespaces under `netns_dir`, CNI chains, records under `cni_data_dir/tasks`.
@@ -199,16 +213,18 @@ impl CniNetworks {
     }
 
     fn build(&self, task_id: &str, rec: &mut NetRecord) -> Result<(), NetworkError> {
-        if !rec.netns.exists() {
+        if !netlink::is_netns(&rec.netns) {
+            // A file left by a create that did not finish goes first.
+            netlink::delete_netns(&rec.netns)?;
             netlink::create_netns(&rec.netns)?;
         }
         loopback_up(&rec.netns)?;
         if let Some(conflist) = &rec.conflist {
             let inv = self.invocation(task_id, &rec.netns);
-            let result = cni::add_list(&inv, conflist, &rec.runtime_config)?;
-            rec.result = Some(result);
-            self.save(task_id, rec)?;
+            rec.result = Some(cni::add_list(&inv, conflist, &rec.runtime_config)?);
         }
+        rec.ready = Some(true);
+        self.save(task_id, rec)?;
         Ok(())
     }
 
@@ -303,7 +319,7 @@ impl TaskNetworks for CniNetworks {
         let task_id = procspec::task_dir_name(&spec.task_arn);
         let netns = self.netns_path(&task_id);
         if let Some(rec) = self.load(&self.record_path(&task_id))? {
-            if rec.netns.exists() && (rec.conflist.is_none() || rec.result.is_some()) {
+            if rec.usable() {
                 return Ok(NetworkNamespace::Path(rec.netns));
             }
             // A setup that did not finish (crash, earlier failure): start over.
@@ -316,6 +332,7 @@ impl TaskNetworks for CniNetworks {
             conflist,
             runtime_config,
             result: None,
+            ready: Some(false),
         };
         self.save(&task_id, &rec)?;
         match self.build(&task_id, &mut rec) {

@@ -263,8 +263,7 @@ impl View<'_> {
 
 /// The strategies' preference for candidate `i`, one key per strategy
 /// (lower is better; ties fall to the next strategy, then to the RNG).
-/// `spreads` holds each strategy's bookkeeping when it spreads over an
-/// attribute.
+/// `spread` is the strategy's bookkeeping when it spreads over an attribute.
 fn key(view: &View<'_>, i: usize, strategy: &Strategy, spread: Option<&Spread>) -> i64 {
     let c = view.get(i);
     match strategy {

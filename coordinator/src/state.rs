@@ -2053,7 +2053,6 @@ impl Owner {
         for key in &affected {
             self.due.remove(key);
         }
-        // Then the tick's due services, a few per commit.
         let ticked: Vec<String> = std::iter::from_fn(|| self.due.pop())
             .take(TICK_STEPS_PER_COMMIT)
             .collect();

@@ -810,7 +810,9 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
         .collect();
     let mut working: Option<Model> = None;
     let (mut tasks, mut ids, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen: BTreeMap<Option<String>, usize> = BTreeMap::new();
+    // Failures already reported: an instance by its ARN, others as a whole.
+    type Seen = (Option<String>, Option<(String, Option<String>)>);
+    let mut seen: BTreeMap<Seen, usize> = BTreeMap::new();
     for (k, (item, n)) in live.iter().enumerate() {
         let provider = find_active(m, &item.capacity_provider).ok_or_else(not_found)?;
         let mut sub = r.clone();
@@ -833,9 +835,13 @@ pub fn plan_run(m: &Model, mut r: RunTask, ctx: &mut Ctx<'_>) -> Result<Planned,
             // share of its own group rather than the ATTRIBUTE of the
             // shares whose group it is outside.
             for x in f {
-                match seen.get(&x.arn) {
+                let key = match &x.arn {
+                    Some(_) => (x.arn.clone(), None),
+                    None => (None, Some((x.reason.clone(), x.detail.clone()))),
+                };
+                match seen.get(&key) {
                     None => {
-                        seen.insert(x.arn.clone(), failures.len());
+                        seen.insert(key, failures.len());
                         failures.push(x);
                     }
                     Some(&i) => {

@@ -478,8 +478,6 @@ pub fn create_netns(path: &Path) -> Result<(), NetlinkError> {
     Ok(())
 }
 
-/// Unmounts and removes a namespace file made by [`create_netns`]. Missing
-/// files are not an error.
 /// Whether `path` is a mounted network namespace: [`create_netns`] makes the
 /// file before it mounts the namespace on it, so a crash in between leaves
 /// a plain empty file that joining would fail on.
@@ -488,6 +486,8 @@ pub fn is_netns(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
+/// Unmounts and removes a namespace file made by [`create_netns`]. Missing
+/// files are not an error.
 pub fn delete_netns(path: &Path) -> Result<(), NetlinkError> {
     if !path.exists() {
         return Ok(());
